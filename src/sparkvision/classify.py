@@ -1,0 +1,352 @@
+"""The core: decode → preprocess → ONNX Runtime → top-k, streaming and with bounded memory.
+
+:class:`Classifier` is what every front uses (CLI, Python API, Spark workers, the web service)::
+
+    from sparkvision import Classifier
+
+    clf = Classifier.pretrained()                    # efficientnet_lite0, converted on first use
+    for p in clf.classify("photos/", top_k=3):
+        print(p.path, p.labels, p.scores, p.error)
+
+Inputs are streamed: a thread pool decodes and preprocesses the next images (Pillow and ONNX Runtime
+both release the GIL) while the current batch runs, with at most two batches in flight, so memory stays
+flat however large the folder. Every input yields exactly one :class:`Prediction`, in input order; an
+image that cannot be read gets ``error`` set and no labels, and never stops the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .engine import Engine, default_threads, get_engine
+from .errors import ConfigError, InputNotFoundError, SparkvisionError
+from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image, iter_image_files
+from .models.catalogue import DEFAULT_MODEL, resolve_model
+from .models.spec import MODEL_FILE, ModelSpec
+from .preprocess import preprocess
+
+__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "Prediction"]
+
+#: Images per ONNX Runtime call. Measured with benchmarks/throughput.py (see README): throughput is
+#: flat from 8 to 32 on 2 cores; 16 keeps latency and memory low.
+DEFAULT_BATCH_SIZE = 16
+
+_SINGLE_INPUTS = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, DecodedImage)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result for one input image.
+
+    ``labels``/``scores``/``class_ids`` are the top-k, best first (empty when ``error`` is set).
+    ``path`` is the file path for file inputs, else ``None``; ``index`` is the input's position.
+    ``width``/``height`` are the image's true size (after EXIF rotation) when it could be read.
+    """
+
+    path: str | None
+    labels: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    class_ids: tuple[int, ...] = ()
+    error: str | None = None
+    index: int = 0
+    width: int | None = None
+    height: int | None = None
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def label(self) -> str | None:
+        """The top-1 label, or ``None`` for an error row."""
+        return self.labels[0] if self.labels else None
+
+    @property
+    def score(self) -> float | None:
+        return self.scores[0] if self.scores else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record the CLI, the web service and the docs use."""
+        record: dict[str, Any] = {
+            "path": self.path,
+            "labels": list(self.labels),
+            "scores": [round(float(s), 6) for s in self.scores],
+            "class_ids": list(self.class_ids),
+            "error": self.error,
+        }
+        if self.embedding is not None:
+            record["embedding"] = [float(v) for v in self.embedding]
+        return record
+
+
+@dataclass
+class _Loaded:
+    pixels: np.ndarray | None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
+
+
+def _activate(logits: np.ndarray, activation: str) -> np.ndarray:
+    logits = logits.astype(np.float32, copy=True)
+    if activation == "softmax":
+        return _softmax(logits)
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    return logits
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``k`` best scores per row, best first (ties: lower index first)."""
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -values), axis=1)
+    ids = np.take_along_axis(part, order, axis=1)
+    return ids, np.take_along_axis(values, order, axis=1)
+
+
+class Classifier:
+    """Classifies images with one model. Cheap to create; the ONNX session is loaded on first use.
+
+    Args:
+        model_dir: a sparkvision model directory (see :func:`Classifier.pretrained` for names).
+        spec: the model's spec (read from ``model_dir`` when omitted).
+        threads: ONNX Runtime intra-op threads (default: physical cores).
+        decode_workers: threads decoding and preprocessing ahead of inference (default: 2).
+        max_pixels: images with more pixels are refused (decompression-bomb guard).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        spec: ModelSpec | None = None,
+        *,
+        threads: int | None = None,
+        decode_workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self._spec = spec
+        self.threads = threads
+        self.decode_workers = decode_workers
+        self.max_pixels = max_pixels
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def pretrained(cls, name: str = DEFAULT_MODEL, **options: Any) -> Classifier:
+        """A classifier for a catalogue name, a cached model or a model directory path.
+
+        Catalogue models that ship with a Python package (``efficientnet_lite0/1/2``) are converted
+        into the cache on first use; later calls load the cached directory.
+        """
+        model_dir, spec = resolve_model(name)
+        return cls(model_dir, spec, **options)
+
+    @property
+    def spec(self) -> ModelSpec:
+        if self._spec is None:
+            from .models.store import load_model_dir
+
+            self._spec = load_model_dir(self.model_dir)
+        return self._spec
+
+    @property
+    def engine(self) -> Engine:
+        return get_engine(self.model_dir / MODEL_FILE, self.threads)
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.spec.name!r}, model_dir={str(self.model_dir)!r})"
+
+    # -- public API -------------------------------------------------------------------------------
+    def classify(
+        self,
+        inputs: Any,
+        *,
+        top_k: int = 5,
+        batch_size: int | None = None,
+        recursive: bool = False,
+        threshold: float | None = None,
+        embeddings: bool = False,
+        progress: Any = None,
+    ) -> Iterator[Prediction]:
+        """Classify images lazily, yielding one :class:`Prediction` per input in input order.
+
+        ``inputs``: a file or folder path, bytes, a Pillow image, a numpy array (H×W×3 RGB), or an
+        iterable of those (folders are expanded; ``recursive`` descends into subfolders).
+        ``threshold`` keeps only labels scoring at least that much (useful for multi-label models).
+        ``embeddings`` also returns the image embedding (for models that export one).
+        ``progress``: an object with ``update(n)`` (e.g. a tqdm bar), called after each batch.
+        """
+        spec = self.spec
+        k = self._check_top_k(top_k)
+        if embeddings and not spec.has_embeddings:
+            raise ConfigError(f"model {spec.name!r} does not export image embeddings")
+        outputs = ["logits", "embeddings"] if embeddings else ["logits"]
+        for chunk in self._loaded_batches(inputs, batch_size, recursive):
+            yield from self._predict_chunk(chunk, outputs, k, threshold)
+            if progress is not None:
+                progress.update(len(chunk))
+
+    def classify_batch(self, sources: Sequence[Any], **options: Any) -> list[Prediction]:
+        """Classify a list of in-memory sources (``None`` entries become error rows); same order."""
+        return list(self.classify(_SourceList(sources), **options))
+
+    def embed(self, inputs: Any, *, batch_size: int | None = None, recursive: bool = False) -> Iterator[Prediction]:
+        """Image embeddings (``Prediction.embedding``), with the top-1 label alongside."""
+        return self.classify(inputs, top_k=1, batch_size=batch_size, recursive=recursive, embeddings=True)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _check_top_k(self, top_k: int) -> int:
+        classes = self.spec.num_classes
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1 or top_k > classes:
+            raise ConfigError(f"top_k must be between 1 and {classes} (the model's class count), got {top_k!r}")
+        return top_k
+
+    def _load(self, source: Any) -> _Loaded:
+        spec = self.spec.preprocess
+        try:
+            if source is None:
+                return _Loaded(None, error="no image data (null input)")
+            if isinstance(source, DecodedImage):
+                decoded = source
+            else:
+                decoded = decode_image(
+                    source, max_pixels=self.max_pixels, min_short_side=2 * spec.resize_short_side
+                )
+            return _Loaded(preprocess(decoded.image, spec), decoded.width, decoded.height)
+        except SparkvisionError as exc:
+            return _Loaded(None, error=str(exc))
+        except Exception as exc:  # a decoder bug must not take the other images down with it
+            return _Loaded(None, error=f"unexpected error while reading the image: {exc.__class__.__name__}: {exc}")
+
+    def _loaded_batches(
+        self, inputs: Any, batch_size: int | None, recursive: bool
+    ) -> Iterator[list[tuple[int, str | None, _Loaded]]]:
+        size = batch_size or DEFAULT_BATCH_SIZE
+        if size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {size}")
+        workers = self.decode_workers if self.decode_workers is not None else min(2, default_threads() + 1)
+        sources = enumerate(iter_sources(inputs, recursive=recursive))
+        if workers <= 0:
+            chunk: list[tuple[int, str | None, _Loaded]] = []
+            for index, (source, path) in sources:
+                chunk.append((index, path, self._load(source)))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="sparkvision-decode") as pool:
+            pending: deque[tuple[int, str | None, Future[_Loaded]]] = deque()
+
+            def fill() -> None:
+                while len(pending) < 2 * size:
+                    try:
+                        index, (source, path) = next(sources)
+                    except StopIteration:
+                        return
+                    pending.append((index, path, pool.submit(self._load, source)))
+
+            fill()
+            while pending:
+                head = [pending.popleft() for _ in range(min(size, len(pending)))]
+                fill()  # queue the next images before waiting, so decoding overlaps inference
+                yield [(index, path, future.result()) for index, path, future in head]
+
+    def _predict_chunk(
+        self,
+        chunk: list[tuple[int, str | None, _Loaded]],
+        outputs: list[str],
+        k: int,
+        threshold: float | None,
+    ) -> Iterator[Prediction]:
+        spec = self.spec
+        good = [i for i, (_, _, loaded) in enumerate(chunk) if loaded.pixels is not None]
+        results: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        if good:
+            batch = np.stack([chunk[i][2].pixels for i in good])
+            started = time.perf_counter()
+            raw = self.engine.run(batch, outputs)
+            self.last_inference_seconds = time.perf_counter() - started
+            if raw[0].shape != (len(good), spec.num_classes):
+                raise SparkvisionError(
+                    f"model {spec.name!r} returned logits of shape {raw[0].shape}, expected "
+                    f"({len(good)}, {spec.num_classes}); the model directory does not match its labels"
+                )
+            scores = _activate(raw[0], spec.activation)
+            ids, values = top_k(scores, k)
+            for row, i in enumerate(good):
+                results[i] = (ids[row], values[row], raw[1][row] if len(raw) > 1 else None)
+        for i, (index, path, loaded) in enumerate(chunk):
+            if i not in results:
+                yield Prediction(path=path, error=loaded.error, index=index)
+                continue
+            row_ids, row_scores, embedding = results[i]
+            if threshold is not None:
+                keep = row_scores >= threshold
+                row_ids, row_scores = row_ids[keep], row_scores[keep]
+            yield Prediction(
+                path=path,
+                labels=tuple(spec.labels[c] for c in row_ids),
+                scores=tuple(float(s) for s in row_scores),
+                class_ids=tuple(int(c) for c in row_ids),
+                index=index,
+                width=loaded.width,
+                height=loaded.height,
+                embedding=embedding,
+            )
+
+
+class _SourceList(list):
+    """Marks a list whose items are all in-memory sources, never paths to expand."""
+
+
+def iter_sources(inputs: Any, *, recursive: bool = False) -> Iterator[tuple[Any, str | None]]:
+    """Flatten classifier inputs into ``(source, path-or-None)`` pairs, streaming folder contents.
+
+    A single path that does not exist raises :class:`InputNotFoundError`; inside a list, a missing
+    file becomes that row's error instead, so one bad name doesn't lose the others' results.
+    """
+    if isinstance(inputs, _SourceList):
+        for item in inputs:
+            yield item, None
+        return
+    if isinstance(inputs, _SINGLE_INPUTS):
+        if isinstance(inputs, (str, os.PathLike)) and not Path(inputs).exists():
+            raise InputNotFoundError(f"{os.fspath(inputs)} does not exist")
+        inputs = [inputs]
+    elif not isinstance(inputs, Iterable):
+        raise ConfigError(f"cannot classify a {type(inputs).__name__}: give paths, bytes, images or arrays")
+    for item in inputs:
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if path.is_dir():
+                for file in iter_image_files([path], recursive=recursive):
+                    yield file, str(file)
+            else:
+                yield path, os.fspath(item)
+        else:
+            yield item, None

@@ -1,0 +1,59 @@
+"""The exceptions sparkvision raises, in one place.
+
+Every error a user can meet derives from :class:`SparkvisionError`, so callers can catch one type and
+the CLI can turn any of them into a single clean line. Each message says what went wrong *and* what to
+do about it.
+
+::
+
+    SparkvisionError
+    ├── ConfigError            bad argument or option (unknown format, top_k out of range, ...)
+    ├── InputNotFoundError     a path the user named does not exist / holds no images
+    ├── ImageDecodeError       one image could not be read (per-image: becomes a row's ``error``)
+    ├── ModelNotFoundError     a model name that no catalogue entry or cache directory matches
+    ├── ModelFormatError       a model directory or ``sparkvision.json`` that is missing or damaged
+    └── ModelImportError       a checkpoint that cannot be turned into our model format
+
+Per-image problems never escape a batch: :class:`ImageDecodeError` is caught by the classifier and
+recorded on that image's prediction.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ImageDecodeError",
+    "InputNotFoundError",
+    "ModelFormatError",
+    "ModelImportError",
+    "ModelNotFoundError",
+    "SparkvisionError",
+]
+
+
+class SparkvisionError(Exception):
+    """Base class of every error sparkvision raises on purpose."""
+
+
+class ConfigError(SparkvisionError, ValueError):
+    """An argument or option has a value we cannot use."""
+
+
+class InputNotFoundError(SparkvisionError, FileNotFoundError):
+    """A path given as input does not exist, or a folder holds no image files."""
+
+
+class ImageDecodeError(SparkvisionError):
+    """One image could not be decoded (corrupt, truncated, not an image, too large...)."""
+
+
+class ModelNotFoundError(SparkvisionError, LookupError):
+    """No model of that name is in the catalogue or the cache."""
+
+
+class ModelFormatError(SparkvisionError):
+    """A model directory is incomplete or its ``sparkvision.json`` is invalid."""
+
+
+class ModelImportError(SparkvisionError):
+    """A checkpoint could not be converted into a sparkvision model directory."""

@@ -1,0 +1,209 @@
+"""Writers that stream predictions out as a table, CSV, JSON, JSON Lines or Parquet.
+
+Each writer takes predictions one at a time and keeps nothing but the current row group (Parquet),
+so output files of any size are written with flat memory. JSON and JSONL records are
+:meth:`Prediction.to_dict`; CSV and Parquet flatten the top-k into ``label_1``, ``score_1``, ...
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from .classify import Prediction
+from .errors import ConfigError
+
+__all__ = ["FORMATS", "PredictionWriter", "open_writer", "write_predictions"]
+
+FORMATS = ("table", "csv", "json", "jsonl", "parquet")
+
+
+class PredictionWriter:
+    """Base class: ``write(prediction)`` for each row, then ``close()``."""
+
+    def __init__(self, stream: IO[str] | None, top_k: int) -> None:
+        self.stream = stream
+        self.top_k = top_k
+
+    def write(self, prediction: Prediction) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.flush()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TableWriter(PredictionWriter):
+    """Aligned text for people: image | label | confidence (runners-up when top_k > 1)."""
+
+    NAME_WIDTH = 36
+    LABEL_WIDTH = 44
+
+    def __init__(self, stream: IO[str], top_k: int) -> None:
+        super().__init__(stream, top_k)
+        self._header_done = False
+
+    @staticmethod
+    def _fit(text: str, width: int) -> str:
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    def write(self, prediction: Prediction) -> None:
+        assert self.stream is not None
+        if not self._header_done:
+            header = f"{'image':<{self.NAME_WIDTH}}  {'label':<{self.LABEL_WIDTH}}  {'confidence':>10}"
+            if self.top_k > 1:
+                header += "  runners-up"
+            self.stream.write(header + "\n" + "-" * len(header) + "\n")
+            self._header_done = True
+        name = self._fit(prediction.path or f"<input {prediction.index}>", self.NAME_WIDTH)
+        if prediction.error is not None:
+            self.stream.write(f"{name:<{self.NAME_WIDTH}}  ERROR: {prediction.error}\n")
+            return
+        if not prediction.labels:
+            self.stream.write(f"{name:<{self.NAME_WIDTH}}  (no label above the threshold)\n")
+            return
+        label = self._fit(prediction.labels[0], self.LABEL_WIDTH)
+        line = f"{name:<{self.NAME_WIDTH}}  {label:<{self.LABEL_WIDTH}}  {prediction.scores[0]:>9.1%}"
+        if len(prediction.labels) > 1:
+            others = ", ".join(
+                f"{lab.split(',')[0]} {score:.1%}"
+                for lab, score in zip(prediction.labels[1:], prediction.scores[1:])
+            )
+            line += f"  {others}"
+        self.stream.write(line + "\n")
+
+
+def _flat_record(prediction: Prediction, top_k: int) -> dict[str, Any]:
+    record: dict[str, Any] = {"path": prediction.path}
+    for rank in range(top_k):
+        has = rank < len(prediction.labels)
+        record[f"label_{rank + 1}"] = prediction.labels[rank] if has else None
+        record[f"score_{rank + 1}"] = round(prediction.scores[rank], 6) if has else None
+        record[f"class_id_{rank + 1}"] = prediction.class_ids[rank] if has else None
+    record["error"] = prediction.error
+    return record
+
+
+class CsvWriter(PredictionWriter):
+    def __init__(self, stream: IO[str], top_k: int) -> None:
+        super().__init__(stream, top_k)
+        columns = list(_flat_record(Prediction(path=None), top_k))
+        self._csv = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+        self._csv.writeheader()
+
+    def write(self, prediction: Prediction) -> None:
+        self._csv.writerow(_flat_record(prediction, self.top_k))
+
+
+class JsonLinesWriter(PredictionWriter):
+    def write(self, prediction: Prediction) -> None:
+        assert self.stream is not None
+        self.stream.write(json.dumps(prediction.to_dict(), ensure_ascii=False) + "\n")
+
+
+class JsonWriter(PredictionWriter):
+    """A JSON array, written incrementally."""
+
+    def __init__(self, stream: IO[str], top_k: int) -> None:
+        super().__init__(stream, top_k)
+        self._count = 0
+
+    def write(self, prediction: Prediction) -> None:
+        assert self.stream is not None
+        self.stream.write(("[\n  " if self._count == 0 else ",\n  ") + json.dumps(prediction.to_dict(), ensure_ascii=False))
+        self._count += 1
+
+    def close(self) -> None:
+        assert self.stream is not None
+        self.stream.write("[]\n" if self._count == 0 else "\n]\n")
+        super().close()
+
+
+class ParquetWriter(PredictionWriter):
+    """Parquet with list columns (``labels``, ``scores``, ``class_ids``), in row groups of 4096."""
+
+    ROW_GROUP = 4096
+
+    def __init__(self, path: Path, top_k: int) -> None:
+        super().__init__(None, top_k)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pa = pa
+        self._schema = pa.schema(
+            [
+                ("path", pa.string()),
+                ("labels", pa.list_(pa.string())),
+                ("scores", pa.list_(pa.float32())),
+                ("class_ids", pa.list_(pa.int32())),
+                ("error", pa.string()),
+            ]
+        )
+        self._writer = pq.ParquetWriter(str(path), self._schema)
+        self._rows: list[dict[str, Any]] = []
+
+    def write(self, prediction: Prediction) -> None:
+        record = prediction.to_dict()
+        record.pop("embedding", None)
+        self._rows.append(record)
+        if len(self._rows) >= self.ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._writer.write_table(self._pa.Table.from_pylist(self._rows, schema=self._schema))
+            self._rows = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+def open_writer(fmt: str, output: str | Path | None, top_k: int, stream: IO[str] | None = None) -> PredictionWriter:
+    """A writer for ``fmt`` into the file ``output`` (or ``stream``, default stdout)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        if output is None:
+            raise ConfigError("parquet output needs a file: add --output FILE.parquet")
+        return ParquetWriter(Path(output), top_k)
+    if output is not None:
+        handle: IO[str] = open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by writer
+        writer = _TEXT_WRITERS[fmt](handle, top_k)
+        original_close = writer.close
+
+        def close() -> None:
+            original_close()
+            handle.close()
+
+        writer.close = close  # type: ignore[method-assign]
+        return writer
+    return _TEXT_WRITERS[fmt](stream or sys.stdout, top_k)
+
+
+_TEXT_WRITERS: dict[str, type[PredictionWriter]] = {
+    "table": TableWriter,
+    "csv": CsvWriter,
+    "json": JsonWriter,
+    "jsonl": JsonLinesWriter,
+}
+
+
+def write_predictions(predictions: Iterable[Prediction], fmt: str, top_k: int) -> str:
+    """Render predictions to a string (tests, small outputs)."""
+    buffer = io.StringIO()
+    with open_writer(fmt, None, top_k, stream=buffer) as writer:
+        for prediction in predictions:
+            writer.write(prediction)
+    return buffer.getvalue()
