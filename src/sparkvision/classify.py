@@ -213,7 +213,9 @@ class Classifier:
         """Classify a list of in-memory sources (``None`` entries become error rows); same order."""
         return list(self.classify(_SourceList(sources), **options))
 
-    def embed(self, inputs: Any, *, batch_size: int | None = None, recursive: bool = False) -> Iterator[Prediction]:
+    def embed(
+        self, inputs: Any, *, batch_size: int | None = None, recursive: bool = False
+    ) -> Iterator[Prediction]:
         """Image embeddings (``Prediction.embedding``), with the top-1 label alongside."""
         return self.classify(inputs, top_k=1, batch_size=batch_size, recursive=recursive, embeddings=True)
 
@@ -221,7 +223,9 @@ class Classifier:
     def _check_top_k(self, top_k: int) -> int:
         classes = self.spec.num_classes
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1 or top_k > classes:
-            raise ConfigError(f"top_k must be between 1 and {classes} (the model's class count), got {top_k!r}")
+            raise ConfigError(
+                f"top_k must be between 1 and {classes} (the model's class count), got {top_k!r}"
+            )
         return top_k
 
     def _load(self, source: Any) -> _Loaded:
@@ -239,7 +243,9 @@ class Classifier:
         except SparkvisionError as exc:
             return _Loaded(None, error=str(exc))
         except Exception as exc:  # a decoder bug must not take the other images down with it
-            return _Loaded(None, error=f"unexpected error while reading the image: {exc.__class__.__name__}: {exc}")
+            return _Loaded(
+                None, error=f"unexpected error while reading the image: {exc.__class__.__name__}: {exc}"
+            )
 
     def _loaded_batches(
         self, inputs: Any, batch_size: int | None, recursive: bool

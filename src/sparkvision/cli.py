@@ -12,9 +12,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,7 +24,19 @@ from .errors import ConfigError, InputNotFoundError, ModelNotFoundError, Sparkvi
 from .models.catalogue import DEFAULT_MODEL, get_entry, list_models, remove_cached, resolve_model
 from .outputs import FORMATS, open_writer
 
+if TYPE_CHECKING:
+    from .classify import Prediction
+
 __all__ = ["cli", "main"]
+
+#: Modules that add commands of their own (``serve``, ``import``, ``train``...). Each defines
+#: ``register(cli: click.Group) -> None`` and must import only click at module level, so that
+#: ``sparkvision --help`` stays fast and works without the optional extras installed.
+COMMAND_MODULES = (
+    "sparkvision.serve.command",
+    "sparkvision.importers.command",
+    "sparkvision.training.command",
+)
 
 USAGE_ERRORS = (ConfigError, InputNotFoundError, ModelNotFoundError)
 
@@ -62,17 +75,36 @@ def _check_paths(paths: tuple[str, ...], recursive: bool) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True, help="Model name or model directory.")
-@click.option("-k", "--top-k", type=int, default=None, help="Labels per image [default: 1 for table, else 5].")
+@click.option(
+    "-m", "--model", default=DEFAULT_MODEL, show_default=True, help="Model name or model directory."
+)
+@click.option(
+    "-k", "--top-k", type=int, default=None, help="Labels per image [default: 1 for table, else 5]."
+)
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here, not stdout.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here, not stdout."
+)
 @click.option("-r", "--recursive", is_flag=True, help="Descend into subfolders.")
 @click.option("-b", "--batch-size", type=int, default=None, help="Images per inference batch [default: 16].")
-@click.option("-t", "--threads", type=int, default=None, help="ONNX Runtime threads [default: physical cores].")
+@click.option(
+    "-t", "--threads", type=int, default=None, help="ONNX Runtime threads [default: physical cores]."
+)
 @click.option("--threshold", type=float, default=None, help="Only report labels scoring at least this.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any image fails.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when a terminal].")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar on stderr [default: when a terminal]."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@click.option(
+    "--spark",
+    "spark_master",
+    is_flag=False,
+    flag_value="local[*]",
+    default=None,
+    metavar="[MASTER]",
+    help="Run the job through Spark (default master local[*]); needs sparkvision[spark].",
+)
 def classify(
     paths: tuple[str, ...],
     model: str,
@@ -86,6 +118,7 @@ def classify(
     strict: bool,
     progress: bool | None,
     quiet: bool,
+    spark_master: str | None,
 ) -> None:
     """Classify images: files, folders (image files inside), or both."""
     from .classify import Classifier
@@ -98,6 +131,20 @@ def classify(
     _check_paths(paths, recursive)
     classifier = Classifier.pretrained(model, threads=threads)
     classifier._check_top_k(k)
+    if spark_master is not None:
+        from .spark.batch import classify_paths_with_spark
+
+        predictions: Iterable[Prediction] = classify_paths_with_spark(
+            list(paths),
+            model=model,
+            master=spark_master,
+            top_k=k,
+            batch_size=batch_size,
+            recursive=recursive,
+            threshold=threshold,
+        )
+    else:
+        predictions = None  # streamed by the embedded classifier below
     show_progress = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show_progress:
@@ -109,9 +156,16 @@ def classify(
     done = failed = 0
     try:
         with open_writer(fmt, output, k) as writer:
-            for prediction in classifier.classify(
-                list(paths), top_k=k, batch_size=batch_size, recursive=recursive, threshold=threshold, progress=bar
-            ):
+            if predictions is None:
+                predictions = classifier.classify(
+                    list(paths),
+                    top_k=k,
+                    batch_size=batch_size,
+                    recursive=recursive,
+                    threshold=threshold,
+                    progress=bar,
+                )
+            for prediction in predictions:
                 writer.write(prediction)
                 done += 1
                 failed += prediction.error is not None
@@ -192,6 +246,22 @@ def models_remove(name: str) -> None:
     if not remove_cached(name):
         raise ModelNotFoundError(f"model {name!r} is not in the cache")
     click.echo(f"removed {name}")
+
+
+def _register_optional_commands() -> None:
+    import importlib
+
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that front is not part of this installation
+            raise
+        module.register(cli)
+
+
+_register_optional_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,7 +121,9 @@ class JsonWriter(PredictionWriter):
 
     def write(self, prediction: Prediction) -> None:
         assert self.stream is not None
-        self.stream.write(("[\n  " if self._count == 0 else ",\n  ") + json.dumps(prediction.to_dict(), ensure_ascii=False))
+        self.stream.write(
+            ("[\n  " if self._count == 0 else ",\n  ") + json.dumps(prediction.to_dict(), ensure_ascii=False)
+        )
         self._count += 1
 
     def close(self) -> None:
@@ -170,7 +172,9 @@ class ParquetWriter(PredictionWriter):
         self._writer.close()
 
 
-def open_writer(fmt: str, output: str | Path | None, top_k: int, stream: IO[str] | None = None) -> PredictionWriter:
+def open_writer(
+    fmt: str, output: str | Path | None, top_k: int, stream: IO[str] | None = None
+) -> PredictionWriter:
     """A writer for ``fmt`` into the file ``output`` (or ``stream``, default stdout)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

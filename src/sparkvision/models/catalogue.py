@@ -177,9 +177,7 @@ def resolve_model(name_or_path: str | Path, *, rebuild: bool = False) -> tuple[P
     if entry is None:
         raise ModelNotFoundError(_not_found_message(text))
     if entry.build is None:
-        raise ModelNotFoundError(
-            f"model {name!r} is not in the cache ({target}). {entry.how_to_get}".strip()
-        )
+        raise ModelNotFoundError(f"model {name!r} is not in the cache ({target}). {entry.how_to_get}".strip())
     log.info("building model %s into %s", name, target)
     spec = build_model_dir(target, entry.build, replace=rebuild)
     return target, spec
