@@ -58,6 +58,11 @@ class TableWriter(PredictionWriter):
     def _fit(text: str, width: int) -> str:
         return text if len(text) <= width else text[: width - 1] + "…"
 
+    @staticmethod
+    def _fit_path(text: str, width: int) -> str:
+        """Long paths lose their beginning: the file name is what people scan for."""
+        return text if len(text) <= width else "…" + text[-(width - 1) :]
+
     def write(self, prediction: Prediction) -> None:
         assert self.stream is not None
         if not self._header_done:
@@ -66,7 +71,7 @@ class TableWriter(PredictionWriter):
                 header += "  runners-up"
             self.stream.write(header + "\n" + "-" * len(header) + "\n")
             self._header_done = True
-        name = self._fit(prediction.path or f"<input {prediction.index}>", self.NAME_WIDTH)
+        name = self._fit_path(prediction.path or f"<input {prediction.index}>", self.NAME_WIDTH)
         if prediction.error is not None:
             self.stream.write(f"{name:<{self.NAME_WIDTH}}  ERROR: {prediction.error}\n")
             return

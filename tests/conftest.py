@@ -1,0 +1,31 @@
+"""Shared fixtures. Every test session gets its own model cache, so tests never depend on (or
+pollute) the user's ``~/.cache/sparkvision``; set ``SPARKVISION_TEST_HOME`` to reuse one between runs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "images"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    home = os.environ.get("SPARKVISION_TEST_HOME") or tempfile.mkdtemp(prefix="sparkvision-test-home-")
+    os.environ["SPARKVISION_HOME"] = home
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The real default model (converted into the test cache on first use)."""
+    from sparkvision import Classifier
+
+    return Classifier.pretrained("efficientnet_lite0")

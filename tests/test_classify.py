@@ -1,0 +1,146 @@
+"""The core classifier on the real EfficientNet-Lite0 model and real photos."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from sparkvision import Classifier, ConfigError, InputNotFoundError
+from sparkvision.labels import imagenet1k_synsets
+
+CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+
+
+def _jpeg(array: np.ndarray, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_real_photos_get_the_right_classes(lite0: Classifier, examples_dir: Path) -> None:
+    by_name = {Path(p.path).name: p for p in lite0.classify(examples_dir, top_k=5)}
+    assert set(by_name) == {"astronaut.jpg", "camera.png", "chelsea.jpg", "coffee.jpg", "rocket.jpg"}
+    assert by_name["chelsea.jpg"].class_ids[0] in CAT_CLASSES
+    assert by_name["coffee.jpg"].class_ids[0] == ESPRESSO
+    assert by_name["coffee.jpg"].labels[0] == "espresso"
+    for prediction in by_name.values():
+        assert prediction.ok and len(prediction.labels) == 5
+        assert list(prediction.scores) == sorted(prediction.scores, reverse=True)
+        assert 0 < sum(prediction.scores) <= 1.0 + 1e-6
+
+
+def test_skimage_arrays_bytes_and_pil_agree(lite0: Classifier) -> None:
+    chelsea = skdata.chelsea()
+    sources = [chelsea, Image.fromarray(chelsea), _jpeg(skdata.coffee(), quality=95)]
+    first, second, third = lite0.classify(sources, top_k=3)
+    assert first.path is None and first.class_ids == second.class_ids
+    np.testing.assert_allclose(first.scores, second.scores, atol=1e-6)
+    assert first.class_ids[0] in CAT_CLASSES
+    assert third.class_ids[0] == ESPRESSO
+    assert (first.width, first.height) == (451, 300)
+
+
+def test_bad_files_keep_their_rows_and_never_shift_results(lite0: Classifier, tmp_path: Path) -> None:
+    good_cat = tmp_path / "a_cat.jpg"
+    good_cat.write_bytes(_jpeg(skdata.chelsea()))
+    truncated = tmp_path / "b_truncated.jpg"
+    truncated.write_bytes(_jpeg(skdata.astronaut())[:3000])
+    empty = tmp_path / "c_empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "d_text.jpg"
+    text.write_text("this is not an image")
+    good_coffee = tmp_path / "e_coffee.jpg"
+    good_coffee.write_bytes(_jpeg(skdata.coffee()))
+    missing = tmp_path / "f_missing.jpg"
+
+    inputs = [good_cat, truncated, empty, text, good_coffee, missing, good_cat]
+    for batch_size in (1, 2, 16):
+        rows = list(lite0.classify(inputs, top_k=2, batch_size=batch_size))
+        assert [r.path for r in rows] == [str(p) for p in inputs]
+        assert [r.index for r in rows] == list(range(len(inputs)))
+        assert [r.ok for r in rows] == [True, False, False, False, True, False, True]
+        assert rows[0].class_ids[0] in CAT_CLASSES and rows[6].class_ids == rows[0].class_ids
+        assert rows[4].class_ids[0] == ESPRESSO
+        for bad in (rows[1], rows[2], rows[3], rows[5]):
+            assert bad.labels == () and bad.scores == () and bad.error
+        assert "trunc" in rows[1].error.lower()
+        assert "empty" in rows[2].error.lower() or "0 bytes" in rows[2].error
+        assert "exist" in rows[5].error.lower() or "not found" in rows[5].error.lower()
+
+
+def test_batching_does_not_change_scores(lite0: Classifier, examples_dir: Path) -> None:
+    one = list(lite0.classify(examples_dir, top_k=5, batch_size=1))
+    many = list(lite0.classify(examples_dir, top_k=5, batch_size=4))
+    sequential = Classifier(lite0.model_dir, lite0.spec, decode_workers=0)
+    seq = list(sequential.classify(examples_dir, top_k=5, batch_size=16))
+    for a, b, c in zip(one, many, seq):
+        assert a.path == b.path == c.path
+        assert a.class_ids == b.class_ids == c.class_ids
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        np.testing.assert_allclose(a.scores, c.scores, atol=1e-5)
+
+
+def test_null_entries_in_a_batch(lite0: Classifier) -> None:
+    rows = lite0.classify_batch([None, skdata.chelsea(), b"garbage"], top_k=1)
+    assert [r.ok for r in rows] == [False, True, False]
+    assert "null" in rows[0].error
+
+
+def test_top_k_limits(lite0: Classifier, examples_dir: Path) -> None:
+    for bad in (0, -1, 1001, 2.5, True):
+        with pytest.raises(ConfigError, match="top_k must be between 1 and 1000"):
+            list(lite0.classify(examples_dir, top_k=bad))
+    (full,) = lite0.classify(examples_dir / "coffee.jpg", top_k=1000)
+    assert len(full.labels) == 1000 and sorted(full.class_ids) == list(range(1000))
+    assert sum(full.scores) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_threshold_drops_low_scores(lite0: Classifier, examples_dir: Path) -> None:
+    (p,) = lite0.classify(examples_dir / "coffee.jpg", top_k=5, threshold=0.5)
+    assert p.labels == ("espresso",) and p.scores[0] >= 0.5
+
+
+def test_embeddings(lite0: Classifier, examples_dir: Path) -> None:
+    rows = list(lite0.embed(examples_dir))
+    assert all(r.embedding is not None and r.embedding.shape == (1280,) for r in rows)
+    assert not np.allclose(rows[0].embedding, rows[1].embedding)
+    assert "embedding" in rows[0].to_dict()
+
+
+def test_missing_single_path_and_bad_inputs(lite0: Classifier, tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError):
+        list(lite0.classify(tmp_path / "nope"))
+    with pytest.raises(InputNotFoundError, match="no image files"):
+        list(lite0.classify(tmp_path))
+    with pytest.raises(ConfigError, match="cannot classify"):
+        list(lite0.classify(42))
+
+
+def test_synsets_and_labels_travel_with_the_model(lite0: Classifier) -> None:
+    spec = lite0.spec
+    assert spec.synsets == imagenet1k_synsets()
+    assert spec.labels[344] == "hippopotamus, hippo, river horse, Hippopotamus amphibius"
+    assert spec.preprocess.size == 224 and spec.preprocess.interpolation == "bicubic"
+    assert spec.license == "Apache-2.0" and spec.weights_sha256 and len(spec.weights_sha256) == 64
+
+
+def test_to_dict_is_the_json_record(lite0: Classifier, examples_dir: Path) -> None:
+    (p,) = lite0.classify(examples_dir / "coffee.jpg", top_k=2)
+    record = p.to_dict()
+    assert list(record) == ["path", "labels", "scores", "class_ids", "error"]
+    assert record["error"] is None and record["class_ids"][0] == ESPRESSO
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_bigger_variants(name: str, examples_dir: Path) -> None:
+    clf = Classifier.pretrained(name)
+    by_name = {Path(p.path).name: p for p in clf.classify(examples_dir, top_k=5)}
+    assert by_name["coffee.jpg"].class_ids[0] == ESPRESSO
+    assert set(by_name["chelsea.jpg"].class_ids[:2]) & CAT_CLASSES
