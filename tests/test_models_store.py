@@ -61,7 +61,7 @@ def test_build_without_model_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_model_suggests_close_names() -> None:
-    with pytest.raises(ModelNotFoundError, match="Did you mean .*'efficientnet_lite0'"):
+    with pytest.raises(ModelNotFoundError, match=r"Did you mean .*'efficientnet_lite0'"):
         catalogue.resolve_model("efficientnet_lite")
     with pytest.raises(ModelNotFoundError, match="models list"):
         catalogue.resolve_model("no-such-thing-at-all")
@@ -83,7 +83,7 @@ def test_corrupt_cached_model_is_rebuilt(lite0: Classifier, examples_dir: Path) 
     onnx_file = target / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
     forget_engines()
-    with pytest.raises(ModelFormatError, match="delete .* and build or import the model again"):
+    with pytest.raises(ModelFormatError, match=r"delete .* and build or import the model again"):
         list(Classifier(target).classify(examples_dir / "coffee.jpg"))
     catalogue.resolve_model("efficientnet_lite0", rebuild=True)
     forget_engines()
