@@ -16,6 +16,7 @@ image that cannot be read gets ``error`` set and no labels, and never stops the 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -28,14 +29,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .engine import Engine, default_threads, get_engine
-from .errors import ConfigError, InputNotFoundError, SparkvisionError
+from .engine import Engine, default_threads, forget_engines, get_engine
+from .errors import ConfigError, InputNotFoundError, ModelFormatError, SparkvisionError
 from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image, iter_image_files
-from .models.catalogue import DEFAULT_MODEL, resolve_model
+from .models.catalogue import DEFAULT_MODEL, get_entry, resolve_model
 from .models.spec import MODEL_FILE, ModelSpec
+from .models.store import cached_model_dir
 from .preprocess import preprocess
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "Prediction"]
+
+log = logging.getLogger(__name__)
 
 #: Images per ONNX Runtime call. Measured with benchmarks/throughput.py (see README): throughput is
 #: flat from 8 to 32 on 2 cores; 16 keeps latency and memory low.
@@ -152,6 +156,7 @@ class Classifier:
         self.threads = threads
         self.decode_workers = decode_workers
         self.max_pixels = max_pixels
+        self._catalogue_name: str | None = None
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -162,7 +167,9 @@ class Classifier:
         into the cache on first use; later calls load the cached directory.
         """
         model_dir, spec = resolve_model(name)
-        return cls(model_dir, spec, **options)
+        classifier = cls(model_dir, spec, **options)
+        classifier._catalogue_name = name
+        return classifier
 
     @property
     def spec(self) -> ModelSpec:
@@ -175,6 +182,20 @@ class Classifier:
     @property
     def engine(self) -> Engine:
         return get_engine(self.model_dir / MODEL_FILE, self.threads)
+
+    def _run(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        """Run the engine; a damaged cached catalogue model is rebuilt once, then retried."""
+        try:
+            return self.engine.run(batch, outputs)
+        except ModelFormatError:
+            name = getattr(self, "_catalogue_name", None)
+            entry = get_entry(name) if name else None
+            if entry is None or entry.build is None or self.model_dir != cached_model_dir(entry.name):
+                raise
+            log.warning("model file in %s is damaged; rebuilding %s", self.model_dir, entry.name)
+            resolve_model(entry.name, rebuild=True)
+            forget_engines()
+            return self.engine.run(batch, outputs)
 
     def __repr__(self) -> str:
         return f"Classifier({self.spec.name!r}, model_dir={str(self.model_dir)!r})"
@@ -295,7 +316,7 @@ class Classifier:
         if good:
             batch = np.stack([chunk[i][2].pixels for i in good])
             started = time.perf_counter()
-            raw = self.engine.run(batch, outputs)
+            raw = self._run(batch, outputs)
             self.last_inference_seconds = time.perf_counter() - started
             if raw[0].shape != (len(good), spec.num_classes):
                 raise SparkvisionError(

