@@ -8,6 +8,12 @@ what the reference frameworks use for the models we ship and import:
   ratio, truncated like ``torchvision.transforms.Resize``), then take the centre ``size × size`` crop
   (offsets rounded like ``CenterCrop``). ``crop_pct=1`` gives CLIP's "short side to size, centre crop".
 * ``resize="squash"``: resize straight to ``size × size`` (Hugging Face ViT, Swin).
+* ``resize="squash_crop"``: resize straight to a square of side ``floor(size / crop_pct)``, then take the
+  centre ``size × size`` crop (Hugging Face DeiT: 256 → 224; timm's ``crop_mode="squash"``).
+
+The centre-crop offsets are rounded like torchvision (``crop_rounding="round"``: Python's ``round`` of
+the half-difference, timm and torchvision models) or floored like Hugging Face's image processors
+(``crop_rounding="floor"``); the two differ by one pixel for some image sizes.
 
 Resizing uses Pillow's resamplers, which antialias when downscaling. Skipping antialiasing, or using
 another interpolation than the one a model was trained with, costs up to a few points of accuracy.
@@ -31,7 +37,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
-ResizeMode = Literal["crop", "squash"]
+ResizeMode = Literal["crop", "squash", "squash_crop"]
+CropRounding = Literal["round", "floor"]
 
 _PIL_RESAMPLE: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -60,8 +67,10 @@ class PreprocessSpec:
 
     Attributes:
         size: side of the square model input, in pixels.
-        resize: ``"crop"`` (short side to ``size / crop_pct`` then centre crop) or ``"squash"``.
-        crop_pct: fraction of the resized short side kept by the centre crop (``"crop"`` only).
+        resize: ``"crop"`` (short side to ``size / crop_pct`` then centre crop), ``"squash"`` or
+            ``"squash_crop"`` (square of side ``size / crop_pct``, then centre crop).
+        crop_pct: fraction of the resized short side kept by the centre crop (not used by ``"squash"``).
+        crop_rounding: ``"round"`` (torchvision/timm) or ``"floor"`` (Hugging Face) centre-crop offsets.
         interpolation: Pillow resampling filter used for the resize.
         do_resize: when false the image must already be ``size × size``.
         do_rescale / rescale_factor: multiply pixel values (0–255) by this, normally 1/255.
@@ -78,14 +87,17 @@ class PreprocessSpec:
     do_normalize: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    crop_rounding: CropRounding = "round"
     _scale: np.ndarray = field(init=False, repr=False, compare=False)
     _shift: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if int(self.size) != self.size or self.size < 1:
             raise ConfigError(f"size must be a positive integer, got {self.size!r}")
-        if self.resize not in ("crop", "squash"):
-            raise ConfigError(f"resize must be 'crop' or 'squash', got {self.resize!r}")
+        if self.resize not in ("crop", "squash", "squash_crop"):
+            raise ConfigError(f"resize must be 'crop', 'squash' or 'squash_crop', got {self.resize!r}")
+        if self.crop_rounding not in ("round", "floor"):
+            raise ConfigError(f"crop_rounding must be 'round' or 'floor', got {self.crop_rounding!r}")
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
         if self.interpolation not in _PIL_RESAMPLE:
@@ -122,14 +134,19 @@ class PreprocessSpec:
         if self.resize == "squash":
             return self.size, self.size
         short = self.resize_short_side
+        if self.resize == "squash_crop":
+            return short, short
         if width <= height:
             return short, int(short * height / width)
         return int(short * width / height), short
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Centre-crop box ``(left, top, right, bottom)`` in the resized image."""
-        top = int(round((height - self.size) / 2.0))
-        left = int(round((width - self.size) / 2.0))
+        if self.crop_rounding == "floor":
+            top, left = (height - self.size) // 2, (width - self.size) // 2
+        else:
+            top = int(round((height - self.size) / 2.0))
+            left = int(round((width - self.size) / 2.0))
         return left, top, left + self.size, top + self.size
 
     # -- (de)serialisation ------------------------------------------------------------------------
