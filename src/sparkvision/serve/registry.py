@@ -1,0 +1,256 @@
+"""Which models the service can use, their loading state, and their batchers.
+
+Clients name models; they never give paths. A name is accepted only when it is the model the server
+was started with, one it was told to preload, or a model already in the local cache (looked up by
+name, so nothing a client sends reaches the file system as a path). Catalogue models that are not
+built yet are listed but not built on request: building one takes a while and is an operator's
+decision (``sparkvision models info NAME`` builds it).
+
+Loading (resolving the model, creating the ONNX Runtime session, one warm-up run) happens in a
+background thread; meanwhile requests for that model get 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..models.catalogue import canonical_name, get_entry, list_models
+from ..models.spec import ModelSpec
+from ..models.store import cached_model_dir, is_model_dir, load_model_dir, validate_model_name
+from .batching import MicroBatcher
+from .errors import ApiError
+from .settings import ServeSettings
+
+__all__ = ["Loader", "ModelRegistry", "ModelSlot", "load_classifier"]
+
+log = logging.getLogger(__name__)
+
+State = Literal["unloaded", "loading", "ready", "failed"]
+#: Builds a ready classifier from a model name or directory (runs in a background thread).
+Loader = Callable[[str, ServeSettings], Any]
+
+
+def load_classifier(source: str, settings: ServeSettings) -> Any:
+    """The default loader: resolve (build on first use), open the session and warm it up."""
+    from ..classify import Classifier
+
+    classifier = Classifier.pretrained(source, threads=settings.threads, max_pixels=settings.max_pixels)
+    spec = classifier.spec
+    _ = classifier.engine.session  # create the ONNX Runtime session now, not on the first request
+    if spec.task == "classification":
+        size = spec.preprocess.size
+        classifier.classify_batch([np.full((size, size, 3), 127, dtype=np.uint8)], top_k=1)
+    return classifier
+
+
+@dataclass
+class ModelSlot:
+    """One model the service knows: where it comes from, its state, and (once ready) its batcher."""
+
+    name: str
+    source: str
+    state: State = "unloaded"
+    classifier: Any = None
+    batcher: MicroBatcher | None = None
+    error: str | None = None
+    load_seconds: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.classifier.spec
+
+
+class ModelRegistry:
+    """The models a running service may use, keyed by public name."""
+
+    def __init__(
+        self,
+        default: str,
+        settings: ServeSettings,
+        executor: Executor,
+        loader: Loader = load_classifier,
+    ) -> None:
+        self.settings = settings
+        self._executor = executor
+        self._loader = loader
+        self._slots: dict[str, ModelSlot] = {}
+        self.default_name = self._add_operator_model(default)
+        for extra in settings.preload:
+            self._add_operator_model(extra)
+
+    # -- names ------------------------------------------------------------------------------------
+    def _add_operator_model(self, name_or_path: str) -> str:
+        """Models named by whoever started the server: catalogue names, cache names or directories."""
+        text = str(name_or_path)
+        if Path(text).expanduser().is_dir():
+            # A directory given by the operator: its public name is the one in its spec.
+            name = load_model_dir(Path(text).expanduser()).name
+            source = str(Path(text).expanduser())
+        else:
+            name = canonical_name(text)
+            source = name
+        self._slots.setdefault(name, ModelSlot(name=name, source=source))
+        return name
+
+    def names(self) -> list[str]:
+        """Every model name clients may use right now (server models plus the cache)."""
+        names = set(self._slots)
+        names.update(row.name for row in list_models() if row.cached)
+        return sorted(names)
+
+    def slot(self, requested: str | None) -> ModelSlot:
+        """The slot for a client-given name (``None``: the default); 404 for anything unusable."""
+        if requested is None or requested == "":
+            return self._slots[self.default_name]
+        try:
+            name = canonical_name(validate_model_name(requested))
+        except ConfigError:
+            raise self._unknown(requested) from None
+        slot = self._slots.get(name)
+        if slot is not None:
+            return slot
+        cached = cached_model_dir(name)
+        if is_model_dir(cached):
+            # Loaded from the cache directory by path: the client's text never becomes a path.
+            slot = self._slots.setdefault(name, ModelSlot(name=name, source=str(cached)))
+            return slot
+        entry = get_entry(name)
+        if entry is not None:
+            raise ApiError(
+                404,
+                "model_not_available",
+                f"model {name!r} is in the catalogue but not built on this server; ask the operator "
+                f"to run `sparkvision models info {name}` (which builds it) and retry. "
+                f"Available: {', '.join(self.names())}",
+                models=self.names(),
+            )
+        raise self._unknown(requested)
+
+    def _unknown(self, requested: str) -> ApiError:
+        names = self.names()
+        return ApiError(
+            404,
+            "unknown_model",
+            f"unknown model {requested!r}; available models: {', '.join(names)}",
+            models=names,
+        )
+
+    # -- loading ----------------------------------------------------------------------------------
+    def start_loading(self, slot: ModelSlot) -> None:
+        """Begin loading in a background thread (no-op unless the slot is unloaded)."""
+        with slot._lock:
+            if slot.state != "unloaded":
+                return
+            slot.state = "loading"
+        thread = threading.Thread(
+            target=self._load, args=(slot,), name=f"sparkvision-load-{slot.name}", daemon=True
+        )
+        thread.start()
+
+    def _load(self, slot: ModelSlot) -> None:
+        started = time.perf_counter()
+        try:
+            classifier = self._loader(slot.source, self.settings)
+        except Exception as exc:
+            log.exception("model %s failed to load", slot.name)
+            slot.error = f"{exc.__class__.__name__}: {exc}" if not str(exc) else str(exc)
+            slot.state = "failed"
+            return
+        slot.classifier = classifier
+        slot.batcher = MicroBatcher(
+            classifier,
+            self._executor,
+            max_batch=self.settings.max_batch,
+            max_wait_s=self.settings.max_wait_ms / 1000.0,
+            max_queue=self.settings.max_queue,
+        )
+        slot.load_seconds = time.perf_counter() - started
+        slot.state = "ready"
+        log.info("model %s ready in %.1f s", slot.name, slot.load_seconds)
+
+    def ready_slot(self, requested: str | None) -> ModelSlot:
+        """The slot, ready for inference; otherwise 503 (loading, starts loading) or 500 (failed)."""
+        slot = self.slot(requested)
+        if slot.state == "ready":
+            return slot
+        if slot.state == "failed":
+            raise ApiError(
+                500,
+                "model_failed",
+                f"model {slot.name!r} failed to load: {slot.error}. Check the server log; restart the "
+                f"server once the model is fixed.",
+            )
+        self.start_loading(slot)
+        raise ApiError(
+            503,
+            "model_loading",
+            f"model {slot.name!r} is loading; retry in a few seconds",
+            headers={"Retry-After": "2"},
+        )
+
+    def slots(self) -> list[ModelSlot]:
+        return list(self._slots.values())
+
+    async def close(self) -> None:
+        for slot in self._slots.values():
+            if slot.batcher is not None:
+                await slot.batcher.close()
+
+    # -- description ------------------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        """Rows for ``GET /v1/models``: every catalogue and cached model, with what this server can do."""
+        rows: dict[str, dict[str, Any]] = {}
+        for row in list_models():
+            rows[row.name] = {
+                "name": row.name,
+                "family": row.family,
+                "task": row.task,
+                "input_size": row.input_size,
+                "num_classes": row.num_classes,
+                "license": row.license,
+                "description": row.description,
+                "cached": row.cached,
+                "available": row.cached,
+                "state": "unloaded" if row.cached else "not_built",
+                "default": False,
+            }
+        for slot in self._slots.values():
+            row = rows.setdefault(
+                slot.name,
+                {
+                    "name": slot.name,
+                    "family": None,
+                    "task": None,
+                    "input_size": None,
+                    "num_classes": None,
+                    "license": None,
+                    "description": "",
+                    "cached": False,
+                },
+            )
+            row["available"] = True
+            row["state"] = slot.state
+            row["default"] = slot.name == self.default_name
+            if slot.state == "ready":
+                spec = slot.spec
+                row.update(
+                    family=spec.family,
+                    task=spec.task,
+                    input_size=spec.preprocess.size,
+                    num_classes=spec.num_classes or None,
+                    license=spec.license or row.get("license"),
+                )
+            if slot.state == "failed":
+                row["error"] = slot.error
+        return sorted(rows.values(), key=lambda r: (not r["default"], r["name"]))

@@ -1,0 +1,374 @@
+// sparkvision page: plain JavaScript, no build step, no network access beyond this server.
+// Each image is posted on its own (the server batches concurrent requests into one model call),
+// so results appear as soon as they are ready and one bad file never hides the others.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    options: $("options"),
+    model: $("model"),
+    modelInfo: $("model-info"),
+    topK: $("top-k"),
+    labelsField: $("labels-field"),
+    labels: $("candidate-labels"),
+    keyField: $("key-field"),
+    key: $("api-key"),
+    drop: $("drop-zone"),
+    fileInput: $("file-input"),
+    clear: $("clear"),
+    cameraOpen: $("camera-open"),
+    camera: $("camera"),
+    video: $("camera-video"),
+    shoot: $("camera-shoot"),
+    cameraClose: $("camera-close"),
+    status: $("status"),
+    results: $("results"),
+    template: $("card-template"),
+  };
+
+  const MAX_PARALLEL = 8; // requests in flight from this page
+  const MAX_RETRIES = 30; // while the model loads (503 + Retry-After)
+  let models = [];
+  let items = []; // {file, url, card}
+  let running = 0;
+  const waiting = [];
+  let stream = null;
+
+  function setStatus(text, isError = false) {
+    els.status.textContent = text;
+    els.status.classList.toggle("error", isError);
+  }
+
+  function headers() {
+    const key = sessionStorage.getItem("sparkvision-api-key") || els.key.value.trim();
+    return key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
+  async function api(path, options = {}) {
+    const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+    if (response.status === 401) {
+      els.keyField.hidden = false;
+    }
+    return response;
+  }
+
+  function currentModel() {
+    return models.find((m) => m.name === els.model.value);
+  }
+
+  function describeModel() {
+    const model = currentModel();
+    if (!model) {
+      els.modelInfo.textContent = "";
+      return;
+    }
+    const parts = [model.family, model.task];
+    if (model.num_classes) parts.push(`${model.num_classes} classes`);
+    if (model.input_size) parts.push(`${model.input_size} px`);
+    els.modelInfo.textContent = parts.filter(Boolean).join(" · ");
+    const zeroShot = model.task === "zero-shot";
+    els.labelsField.hidden = !zeroShot;
+    if (model.num_classes) els.topK.max = String(Math.min(model.num_classes, 20));
+  }
+
+  async function loadModels() {
+    let response;
+    try {
+      response = await api("/v1/models");
+    } catch (err) {
+      setStatus(`Cannot reach the server: ${err.message}`, true);
+      return false;
+    }
+    if (response.status === 401) {
+      setStatus("This server needs an API key: enter it above.", true);
+      return false;
+    }
+    if (!response.ok) {
+      setStatus(`The server answered ${response.status} for the model list.`, true);
+      return false;
+    }
+    const body = await response.json();
+    models = body.models.filter((m) => m.available);
+    const previous = els.model.value;
+    els.model.replaceChildren(
+      ...models.map((m) => {
+        const option = document.createElement("option");
+        option.value = m.name;
+        option.textContent = m.default ? `${m.name} (default)` : m.name;
+        return option;
+      }),
+    );
+    els.model.value = models.some((m) => m.name === previous) ? previous : body.default;
+    describeModel();
+    return true;
+  }
+
+  async function waitUntilReady() {
+    for (let attempt = 0; attempt < 600; attempt += 1) {
+      try {
+        const response = await fetch("/healthz");
+        const body = await response.json();
+        if (response.ok) {
+          setStatus(`Ready: model ${body.model}. Add images to classify them.`);
+          return;
+        }
+        if (body.status === "error") {
+          setStatus(`The model failed to load: ${body.error || "see the server log"}`, true);
+          return;
+        }
+        setStatus(`Loading model ${body.model}…`);
+      } catch (err) {
+        setStatus(`Cannot reach the server: ${err.message}`, true);
+      }
+      await sleep(1000);
+    }
+  }
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  // -- adding images ------------------------------------------------------------------------------
+  function addFiles(fileList) {
+    const files = Array.from(fileList || []).filter((f) => f && f.size !== undefined);
+    if (!files.length) return;
+    for (const file of files) {
+      const url = URL.createObjectURL(file);
+      const item = { file, url, card: makeCard(file, url) };
+      items.push(item);
+      els.results.append(item.card);
+      schedule(item);
+    }
+    els.clear.disabled = false;
+    setStatus(`Classifying ${files.length} image${files.length === 1 ? "" : "s"}…`);
+  }
+
+  function makeCard(file, url) {
+    const card = els.template.content.firstElementChild.cloneNode(true);
+    const img = card.querySelector("img");
+    img.src = url;
+    img.alt = `Thumbnail of ${file.name || "pasted image"}`;
+    card.querySelector(".name").textContent = file.name || "pasted image";
+    card.setAttribute("aria-busy", "true");
+    return card;
+  }
+
+  function schedule(item) {
+    waiting.push(item);
+    pump();
+  }
+
+  function pump() {
+    while (running < MAX_PARALLEL && waiting.length) {
+      const item = waiting.shift();
+      running += 1;
+      classify(item).finally(() => {
+        running -= 1;
+        if (!running && !waiting.length) summarise();
+        pump();
+      });
+    }
+  }
+
+  function summarise() {
+    const done = items.filter((i) => i.card.dataset.state === "done").length;
+    const failed = items.filter((i) => i.card.dataset.state === "failed").length;
+    setStatus(`${done} image${done === 1 ? "" : "s"} classified` + (failed ? `, ${failed} failed.` : "."));
+  }
+
+  // -- classification -----------------------------------------------------------------------------
+  async function classify(item) {
+    const model = els.model.value;
+    const params = new URLSearchParams();
+    if (model) params.set("model", model);
+    const k = parseInt(els.topK.value, 10);
+    if (Number.isFinite(k) && k > 0) params.set("top_k", String(k));
+    if (!els.labelsField.hidden && els.labels.value.trim()) {
+      params.set("candidate_labels", els.labels.value.trim());
+    }
+    const state = item.card.querySelector(".state");
+    state.textContent = "Classifying…";
+    item.card.classList.remove("failed");
+    item.card.querySelector(".labels").replaceChildren();
+    item.card.querySelector(".meta").textContent = "";
+    const started = performance.now();
+    for (let attempt = 0; attempt <= MAX_RETRIES; attempt += 1) {
+      const form = new FormData();
+      form.append("file", item.file, item.file.name || "pasted.png");
+      let response;
+      try {
+        response = await api(`/v1/classify?${params}`, { method: "POST", body: form });
+      } catch (err) {
+        return showError(item, `network error: ${err.message}`);
+      }
+      let body = null;
+      try {
+        body = await response.json();
+      } catch {
+        body = { error: `the server answered ${response.status} without JSON` };
+      }
+      if (response.status === 503 && attempt < MAX_RETRIES) {
+        const wait = parseFloat(response.headers.get("Retry-After") || "1");
+        state.textContent = body.code === "model_loading" ? "Waiting for the model to load…" : "Server busy, retrying…";
+        await sleep(Math.max(0.2, Math.min(wait, 10)) * 1000);
+        continue;
+      }
+      if (!response.ok) {
+        const record = body.results && body.results[0];
+        return showError(item, (record && record.error) || body.error || `HTTP ${response.status}`);
+      }
+      const record = body.results[0];
+      if (record.error) return showError(item, record.error);
+      return showResult(item, body, record, performance.now() - started);
+    }
+    return showError(item, "the model did not become ready in time");
+  }
+
+  function showError(item, message) {
+    const card = item.card;
+    card.dataset.state = "failed";
+    card.classList.add("failed");
+    card.removeAttribute("aria-busy");
+    card.querySelector(".state").textContent = `Could not classify: ${message}`;
+  }
+
+  function showResult(item, body, record, elapsedMs) {
+    const card = item.card;
+    card.dataset.state = "done";
+    card.removeAttribute("aria-busy");
+    const top = record.labels[0];
+    card.querySelector(".state").textContent = top ? `${shortLabel(top)}` : "No label above the threshold";
+    const rows = record.labels.map((label, i) => labelRow(label, record.scores[i]));
+    card.querySelector(".labels").replaceChildren(...rows);
+    const batch = body.batch_sizes && body.batch_sizes[0];
+    card.querySelector(".meta").textContent =
+      `${body.model} · ${Math.round(elapsedMs)} ms (server ${Math.round(body.elapsed_ms)} ms` +
+      (batch > 1 ? `, batched with ${batch - 1} other${batch === 2 ? "" : "s"})` : ")");
+  }
+
+  function shortLabel(label) {
+    return label.split(",")[0];
+  }
+
+  function labelRow(label, score) {
+    const pct = (100 * score).toFixed(1);
+    const li = document.createElement("li");
+    li.className = "label-row";
+    const head = document.createElement("div");
+    head.className = "label-head";
+    const name = document.createElement("span");
+    name.className = "label-name";
+    name.textContent = label;
+    name.title = label;
+    const value = document.createElement("span");
+    value.className = "label-pct";
+    value.textContent = `${pct}%`;
+    head.append(name, value);
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("aria-hidden", "true");
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.max(0, Math.min(100, 100 * score))}%`;
+    bar.append(fill);
+    li.append(head, bar);
+    return li;
+  }
+
+  // -- camera -------------------------------------------------------------------------------------
+  async function openCamera() {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+    } catch (err) {
+      setStatus(`The camera is not available: ${err.message}`, true);
+      return;
+    }
+    els.video.srcObject = stream;
+    els.camera.hidden = false;
+    els.shoot.focus();
+  }
+
+  function closeCamera() {
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    stream = null;
+    els.video.srcObject = null;
+    els.camera.hidden = true;
+    els.cameraOpen.focus();
+  }
+
+  function shoot() {
+    const { videoWidth: w, videoHeight: h } = els.video;
+    if (!w || !h) return;
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    canvas.getContext("2d").drawImage(els.video, 0, 0, w, h);
+    canvas.toBlob((blob) => {
+      if (!blob) return;
+      const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+      addFiles([new File([blob], `camera-${stamp}.jpg`, { type: "image/jpeg" })]);
+    }, "image/jpeg", 0.92);
+  }
+
+  // -- wiring -------------------------------------------------------------------------------------
+  els.fileInput.addEventListener("change", () => {
+    addFiles(els.fileInput.files);
+    els.fileInput.value = "";
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    els.drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      els.drop.classList.add("dragging");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    els.drop.addEventListener(type, () => els.drop.classList.remove("dragging"));
+  }
+  els.drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    addFiles(event.dataTransfer.files);
+  });
+  // Dropping outside the zone must not navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (event.dataTransfer) addFiles(event.dataTransfer.files);
+  });
+  document.addEventListener("paste", (event) => {
+    const files = event.clipboardData ? Array.from(event.clipboardData.files) : [];
+    if (files.length) {
+      event.preventDefault();
+      addFiles(files);
+    }
+  });
+  els.clear.addEventListener("click", () => {
+    for (const item of items) URL.revokeObjectURL(item.url);
+    items = [];
+    waiting.length = 0;
+    els.results.replaceChildren();
+    els.clear.disabled = true;
+    setStatus("Cleared. Add images to classify them.");
+  });
+  els.model.addEventListener("change", () => {
+    describeModel();
+    if (items.length) {
+      setStatus(`Classifying ${items.length} image${items.length === 1 ? "" : "s"} again with ${els.model.value}…`);
+      items.forEach(schedule);
+    }
+  });
+  els.key.addEventListener("change", async () => {
+    sessionStorage.setItem("sparkvision-api-key", els.key.value.trim());
+    if (await loadModels()) waitUntilReady();
+  });
+  els.options.addEventListener("submit", (event) => event.preventDefault());
+  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.isSecureContext) {
+    els.cameraOpen.hidden = false;
+    els.cameraOpen.addEventListener("click", openCamera);
+    els.cameraClose.addEventListener("click", closeCamera);
+    els.shoot.addEventListener("click", shoot);
+  }
+
+  (async () => {
+    if (await loadModels()) await waitUntilReady();
+  })();
+})();
