@@ -1,0 +1,733 @@
+"""Decoding and validation: paths, bytes, PIL images, arrays and Spark image structs → RGB images.
+
+Everything the models see goes through :func:`decode_image` (or :func:`decode_bgr_struct` for rows of
+Spark's ``image`` data source), so every front — Python API, CLI, Spark stages, web service — gets the
+same answer for the same file:
+
+* **one colour space**: the result is always a Pillow image in mode ``"RGB"``, first frame only
+  (animated GIF / APNG / WebP, multi-page TIFF, MPO), EXIF orientation applied, transparency
+  composited on **white** (a fully transparent pixel becomes white, as a browser shows it on a white
+  page), high-bit-depth data scaled by its real range rather than clipped;
+* **one error type**: anything wrong with one image — missing, a directory, empty, not an image,
+  truncated, corrupt, over the pixel limit, a pixel mode we cannot convert — raises
+  :class:`~sparkvision.errors.ImageDecodeError` with a message that names the problem. Callers that
+  process batches turn it into that image's ``error`` and carry on; no other exception escapes for
+  bad *data* (the property test in ``tests/test_images_fuzz.py`` holds us to that);
+* **bounded work**: the pixel limit is checked against the header before any pixel is decoded, and
+  truncated files are rejected, never padded with grey (Pillow's ``LOAD_TRUNCATED_IMAGES`` is left
+  off; Pillow's global ``MAX_IMAGE_PIXELS`` is left alone);
+* **fast large JPEGs**: with ``min_short_side`` set, JPEG data is decoded at a reduced DCT scale
+  (Pillow's ``draft``) that still keeps the short side at least that long — a 12-megapixel photo
+  decodes in a fraction of the time, and the reported width/height remain the true ones.
+
+:func:`iter_image_files` turns the paths a user named into a stream of image files, one folder
+listing at a time, in a deterministic order.
+
+Example::
+
+    >>> from sparkvision.images import decode_image
+    >>> d = decode_image("photo.jpg", min_short_side=256)      # doctest: +SKIP
+    >>> d.image.mode, d.width, d.height, d.format              # doctest: +SKIP
+    ('RGB', 4000, 3000, 'JPEG')
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import stat
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from sparkvision.errors import ConfigError, ImageDecodeError, InputNotFoundError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "DecodedImage",
+    "ImageSource",
+    "decode_bgr_struct",
+    "decode_image",
+    "iter_image_files",
+]
+
+logger = logging.getLogger(__name__)
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
+"""Everything :func:`decode_image` accepts: a file path, encoded bytes, a PIL image or a pixel array."""
+
+DEFAULT_MAX_PIXELS: int = 89_478_485
+"""Largest image (width × height, in pixels) decoded by default.
+
+This is Pillow's own default decompression-bomb threshold (``PIL.Image.MAX_IMAGE_PIXELS``): about
+256 MiB as RGB, comfortably above any camera photo (a 100-megapixel medium-format frame is the rare
+exception; pass a larger ``max_pixels`` for those). Images above it are refused from their header
+alone, before a byte of pixel data is decoded. Note that Pillow itself refuses images above
+``2 × PIL.Image.MAX_IMAGE_PIXELS`` whatever ``max_pixels`` says; we do not change that global.
+"""
+
+# Formats Pillow can *identify* but whose pixels it cannot (or should not) decode here:
+# EPS/PostScript is rendered by running Ghostscript on the file, which is not something to do with
+# untrusted input (and fails outright where Ghostscript is absent); MPEG is identify-only (Pillow reads
+# the size of a video stream and cannot decode a frame). Stub plugins (BUFR, GRIB, HDF5, WMF/EMF
+# outside Windows) are excluded by type below: they need an external handler to load anything.
+_NEVER_DECODED = frozenset({"EPS", "MPEG"})
+
+
+def _decodable_formats() -> list[str]:
+    """Pillow format names we let :func:`PIL.Image.open` try, computed from the registered plugins.
+
+    Computed per call (it is cheap) so that plugins registered after import — ``pillow-heif``, for
+    instance — are picked up without further configuration.
+    """
+    Image.init()
+    names = []
+    for name, (factory, _accept) in Image.OPEN.items():
+        if name in _NEVER_DECODED:
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        names.append(name)
+    return names
+
+
+def _image_extensions() -> frozenset[str]:
+    formats = set(_decodable_formats())
+    if "JPEG" in formats:
+        # MPO (multi-picture JPEG, e.g. from stereo cameras) is opened by the JPEG plugin's factory and
+        # has no opener of its own in ``Image.OPEN``.
+        formats.add("MPO")
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in formats)
+
+
+IMAGE_EXTENSIONS: frozenset[str] = _image_extensions()
+"""Lower-case file suffixes (``".jpg"``, ``".png"``, ``".avif"``...) that folder scans pick up.
+
+Every extension Pillow registers for a format it can decode here, including AVIF and WebP when
+Pillow was built with them, MPO, and APNG (``.png``/``.apng``). Stub formats that need an external
+handler, identify-only MPEG and Ghostscript-rendered EPS are left out.
+"""
+
+# Pixel modes we know how to turn into RGB correctly. Anything else (Pillow's rare packed "BGR;15"
+# style modes, future additions) is refused with a clear message rather than guessed at.
+_SUPPORTED_MODES = frozenset(
+    {
+        "1",
+        "L",
+        "LA",
+        "La",
+        "P",
+        "PA",
+        "RGB",
+        "RGBA",
+        "RGBa",
+        "RGBX",
+        "CMYK",
+        "YCbCr",
+        "LAB",
+        "HSV",
+        "I",
+        "I;16",
+        "I;16L",
+        "I;16B",
+        "I;16N",
+        "F",
+    }
+)
+
+_WHITE = (255, 255, 255)
+
+# EXIF orientation → the transpose that undoes it (as in the EXIF 2.3 spec, same as ImageOps).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION_TAG = 0x0112
+
+# Serialises the short header-parsing steps (:func:`PIL.Image.open`, reading EXIF) so that the scoped
+# warning filters around them cannot interleave with another decoding thread's
+# (``warnings.catch_warnings`` swaps a process-global list). Pixel decoding — the expensive part,
+# which releases the GIL — runs outside it.
+_OPEN_LOCK = threading.Lock()
+
+# Spark's image data source stores OpenCV type codes: CV_8UC1, CV_8UC3 (BGR), CV_8UC4 (BGRA).
+_SPARK_MODES = {0: (1, "L"), 16: (3, "BGR"), 24: (4, "BGRA")}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded image, ready for preprocessing.
+
+    Attributes:
+        image: mode ``"RGB"``, first frame, EXIF orientation applied, alpha composited on white. When
+            :func:`decode_image` was given ``min_short_side``, a JPEG may be smaller than its true size
+            (never with a short side below ``min_short_side``).
+        width: true width after EXIF rotation, before any draft reduction.
+        height: true height after EXIF rotation, before any draft reduction.
+        source_mode: the pixel mode the data came in (``"RGBA"``, ``"CMYK"``, ``"I;16"``...), for
+            metadata; for arrays the layout (``"L"``, ``"RGB"``, ``"RGBA"``), for Spark rows
+            ``"L"``/``"BGR"``/``"BGRA"``.
+        format: Pillow's format name (``"JPEG"``, ``"PNG"``, ``"MPO"``...), or ``None`` for arrays,
+            Spark rows and PIL images created in memory.
+    """
+
+    image: Image.Image
+    width: int
+    height: int
+    source_mode: str
+    format: str | None
+
+
+# --------------------------------------------------------------------------------------------------
+# decode_image
+# --------------------------------------------------------------------------------------------------
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_short_side: int | None = None,
+) -> DecodedImage:
+    """Decode one image from a path, encoded bytes, a PIL image or a numpy array into RGB.
+
+    Args:
+        source: a file path (``str`` / ``os.PathLike``); the encoded file content (``bytes``,
+            ``bytearray``, ``memoryview``); a :class:`PIL.Image.Image` (converted the same way, never
+            modified beyond loading its pixels); or a ``numpy`` array — ``H×W`` (gray), ``H×W×1``,
+            ``H×W×3`` (RGB, *not* OpenCV's BGR) or ``H×W×4`` (RGBA), of ``uint8``, ``uint16``
+            (scaled by /257), ``bool`` (white where true) or floating point with every value in
+            [0, 1] (scaled by 255). A float array in 0–255 is refused rather than guessed at.
+        max_pixels: refuse images whose width × height exceeds this, judged from the header before
+            decoding (a decompression bomb costs nothing).
+        min_short_side: a speed hint. For JPEG (and MPO) data, decode at the smallest DCT scale
+            (1/2, 1/4, 1/8) that keeps the short side ``>= min_short_side``; other formats decode at
+            full size. Pass the short side your resize step needs (e.g. 256 for a 224 crop).
+
+    Returns:
+        A :class:`DecodedImage` whose ``width``/``height`` are the true, EXIF-rotated size.
+
+    Raises:
+        ImageDecodeError: the image cannot be used; the message says why (missing file, a
+            directory, permission denied, empty, not an image, truncated, corrupt, over the pixel
+            limit, unsupported pixel mode or array layout).
+        ConfigError: ``max_pixels`` or ``min_short_side`` is not a positive integer.
+
+    Mode handling, so results are documented rather than accidental:
+
+    * ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``HSV``, ``LAB``, ``RGBX``: Pillow's conversion to RGB
+      (``LAB`` goes through LittleCMS and gives the same colours as an explicit LAB→sRGB transform).
+    * Anything with alpha or a transparency key (``LA``, ``PA``, ``RGBA``, palette ``tRNS``...):
+      composited on white.
+    * ``I;16*``: 16-bit data scaled by its full range, ``round(v / 257)``.
+    * ``I`` (32-bit integers): if every value is in 0–65535, treated as 16-bit data like ``I;16``
+      (this is how 16-bit files were opened by older Pillow versions); otherwise the actual
+      minimum–maximum range is stretched to 0–255.
+    * ``F`` (32-bit float): if every finite value is in [0, 1] it is scaled by 255; otherwise values
+      are clipped to 0–255. NaN becomes 0.
+    """
+    _check_limits(max_pixels, min_short_side)
+    if isinstance(source, Image.Image):
+        return _decode_pil(source, max_pixels)
+    if isinstance(source, np.ndarray):
+        return _decode_array(source, max_pixels)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source)
+        if view.nbytes == 0:
+            raise ImageDecodeError("empty image data (0 bytes): nothing to decode")
+        encoded = view if view.c_contiguous else view.tobytes()
+        return _decode_stream(io.BytesIO(encoded), max_pixels, min_short_side)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fsdecode(os.fspath(source))
+        with _open_image_file(path) as fh:
+            return _decode_stream(fh, max_pixels, min_short_side)
+    if source is None:
+        raise ImageDecodeError("no image data (got None)")
+    raise ImageDecodeError(
+        f"unsupported input type {type(source).__name__}: pass a file path, encoded bytes, "
+        "a PIL image or a numpy array"
+    )
+
+
+def _check_limits(max_pixels: int, min_short_side: int | None) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
+        raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    if max_pixels <= 0:
+        raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    if min_short_side is not None and (
+        isinstance(min_short_side, bool)
+        or not isinstance(min_short_side, (int, np.integer))
+        or min_short_side <= 0
+    ):
+        raise ConfigError(f"min_short_side must be a positive integer or None, got {min_short_side!r}")
+
+
+def _open_image_file(path: str) -> io.BufferedReader:
+    """Open ``path`` for reading, turning every file-system problem into a specific message."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found (or a broken symbolic link)") from None
+    except PermissionError:
+        raise ImageDecodeError("permission denied: cannot access the file") from None
+    except (OSError, ValueError) as exc:  # ValueError: embedded NUL in the path
+        raise ImageDecodeError(f"cannot access the file: {_os_reason(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageDecodeError("is a directory, not an image file (pass folders to the folder scan instead)")
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device would block or stream forever; refuse it before opening.
+        raise ImageDecodeError("not a regular file (a pipe, socket or device)")
+    if st.st_size == 0:
+        raise ImageDecodeError("file is empty (0 bytes)")
+    try:
+        return open(path, "rb")
+    except PermissionError:
+        raise ImageDecodeError("permission denied: the file is not readable") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot open the file: {_os_reason(exc)}") from None
+
+
+def _os_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _decode_stream(
+    fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None
+) -> DecodedImage:
+    """Identify, check and decode an encoded image from an open binary file object."""
+    formats = _decodable_formats()
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            # Our own max_pixels check below decides about size, and header warnings ("Corrupt EXIF
+            # data", odd metadata) end in either a decoded image or an ImageDecodeError anyway:
+            # printed once per call site they would only be noise on a run over many files.
+            warnings.simplefilter("ignore")
+            img = Image.open(fp, formats=formats)
+    except Image.DecompressionBombError as exc:
+        raise _over_limit_from_pillow(exc, max_pixels) from None
+    except UnidentifiedImageError:
+        raise _unidentified(fp) from None
+    except Exception as exc:  # any failure to parse a header is a property of the data
+        raise _decode_failure(exc, part="header") from None
+    return _finish(img, max_pixels, min_short_side, allow_draft=True, copy=False)
+
+
+# Formats with a distinctive signature: if the data starts like one of them but Pillow cannot parse
+# its header, say "corrupt PNG header" rather than "not an image".
+_SIGNATURE_FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "AVIF", "BMP", "JPEG2000", "QOI", "PSD")
+
+
+def _unidentified(fp: io.BufferedIOBase | io.BytesIO) -> ImageDecodeError:
+    try:
+        fp.seek(0)
+        prefix = fp.read(16)
+    except Exception:  # an unreadable stream has no signature to report
+        prefix = b""
+    for name in _SIGNATURE_FORMATS:
+        accept = Image.OPEN.get(name, (None, None))[1]
+        try:
+            claimed = bool(accept and accept(prefix))
+        except Exception:  # a plugin's signature test failing says nothing either way
+            claimed = False
+        if claimed:
+            return ImageDecodeError(
+                f"corrupt {name} header: the data starts like a {name} file but its header cannot be parsed"
+            )
+    return ImageDecodeError(
+        "not a recognised image format: the data matches no image type Pillow can decode here"
+    )
+
+
+def _decode_pil(img: Image.Image, max_pixels: int) -> DecodedImage:
+    # No draft here: it would change the caller's image object. Loading it is unavoidable.
+    return _finish(img, max_pixels, None, allow_draft=False, copy=True)
+
+
+def _finish(
+    img: Image.Image,
+    max_pixels: int,
+    min_short_side: int | None,
+    *,
+    allow_draft: bool,
+    copy: bool,
+) -> DecodedImage:
+    """Check size and mode, decode the first frame, convert to RGB and undo EXIF orientation."""
+    source_mode = img.mode
+    fmt = img.format
+    width, height = img.size
+    _check_pixels(width, height, max_pixels)
+    if source_mode not in _SUPPORTED_MODES:
+        raise ImageDecodeError(f"unsupported pixel mode {source_mode!r}: convert the image to RGB first")
+
+    drafted = False
+    if allow_draft and min_short_side and fmt in ("JPEG", "MPO"):
+        drafted = _draft_jpeg(img, min_short_side)
+
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise _over_limit_from_pillow(exc, max_pixels) from None
+    except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error...
+        raise _decode_failure(exc) from None
+
+    orientation = _exif_orientation(img)
+    if not drafted:
+        # The loaded size is authoritative (a few plugins settle the size only when loading).
+        width, height = img.size
+        _check_pixels(width, height, max_pixels)
+    try:
+        rgb = _to_rgb(img)
+        if orientation in _ORIENTATION_TRANSPOSE:
+            rgb = rgb.transpose(_ORIENTATION_TRANSPOSE[orientation])
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # e.g. a palette that does not match its data
+        raise ImageDecodeError(f"cannot convert {source_mode} pixels to RGB: {_describe(exc)}") from None
+    if copy and rgb is img:
+        rgb = img.copy()
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return DecodedImage(image=rgb, width=width, height=height, source_mode=source_mode, format=fmt)
+
+
+def _draft_jpeg(img: Image.Image, min_short_side: int) -> bool:
+    """Ask libjpeg for a reduced DCT scale that keeps the short side >= ``min_short_side``.
+
+    Pillow picks the largest scale 1/s (s in 8, 4, 2, 1) with ``s <= min(w // m, h // m)``, and the
+    decoded side is ``ceil(side / s) >= side / s >= m``. Returns whether the size changed.
+    """
+    before = img.size
+    if min(before) < 2 * min_short_side:
+        return False
+    try:
+        img.draft("RGB", (min_short_side, min_short_side))
+    except Exception:  # only an optimisation; load() reports real problems
+        return False
+    return img.size != before
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"image has no pixels ({width}×{height})")
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageDecodeError(
+            f"image is too large: {width}×{height} = {pixels:,} pixels, over the limit of "
+            f"{max_pixels:,} (possible decompression bomb); raise max_pixels if you trust this file"
+        )
+
+
+def _over_limit_from_pillow(exc: Exception, max_pixels: int) -> ImageDecodeError:
+    return ImageDecodeError(
+        f"image is too large: over Pillow's decompression-bomb limit ({exc}); our limit is "
+        f"{max_pixels:,} pixels"
+    )
+
+
+def _decode_failure(exc: BaseException, part: str = "data") -> ImageDecodeError:
+    """Name the problem: truncation (the commonest: interrupted downloads and copies) or corruption."""
+    text = str(exc)
+    if isinstance(exc, EOFError) or (isinstance(exc, OSError) and "truncated" in text.lower()):
+        return ImageDecodeError(f"truncated image {part}: the file ends early ({_describe(exc)})")
+    return ImageDecodeError(f"corrupt image {part}: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1–8), or 1 when absent or unreadable.
+
+    A damaged EXIF block is common (editing tools mangle it) and says nothing about the pixels, so it
+    never fails the image.
+    """
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            # Pillow warns "Corrupt EXIF data" and carries on; so do we, without the noise.
+            warnings.simplefilter("ignore")
+            value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+        value = int(value)
+    except Exception:  # any parsing failure of a damaged block
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# mode → RGB
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a loaded image of any supported mode to RGB (see :func:`decode_image` for the rules)."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return _gray_to_rgb(_scale_uint16(np.asarray(img)))
+    if mode == "I":
+        return _gray_to_rgb(_scale_int32(np.asarray(img)))
+    if mode == "F":
+        return _gray_to_rgb(_scale_float(np.asarray(img)))
+    if mode == "La":
+        img = img.convert("LA")
+    if img.has_transparency_data:
+        return _composite_on_white(img.convert("RGBA"))
+    if mode == "RGB":
+        return img
+    return img.convert("RGB")
+
+
+def _composite_on_white(rgba: Image.Image) -> Image.Image:
+    """Blend an RGBA image over an opaque white background: out = a·c + (1 − a)·255."""
+    out = Image.new("RGB", rgba.size, _WHITE)
+    out.paste(rgba, mask=rgba.getchannel("A"))
+    return out
+
+
+def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).convert("RGB")
+
+
+def _scale_uint16(values: np.ndarray) -> np.ndarray:
+    """Map 0–65535 onto 0–255 by the full range: round(v / 257), so 65535 → 255 and 257·k → k."""
+    v = values.astype(np.uint32)
+    return ((v * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _scale_int32(values: np.ndarray) -> np.ndarray:
+    """32-bit integer pixels: 16-bit data if every value fits 0–65535, else stretch min..max."""
+    if values.size == 0:
+        return values.astype(np.uint8)
+    lo, hi = int(values.min()), int(values.max())
+    if lo >= 0 and hi <= 65535:
+        return _scale_uint16(values)
+    if hi == lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    stretched = (values.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return np.rint(stretched).astype(np.uint8)
+
+
+def _scale_float(values: np.ndarray) -> np.ndarray:
+    """Float pixels: ×255 if every finite value is in [0, 1], else clip to 0–255; NaN → 0."""
+    v = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
+    finite = v[np.isfinite(v)]
+    if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+        v = v * 255.0
+    return np.rint(np.clip(v, 0.0, 255.0)).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# numpy arrays and Spark image structs
+# --------------------------------------------------------------------------------------------------
+
+_ARRAY_LAYOUTS = {2: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _decode_array(array: np.ndarray, max_pixels: int) -> DecodedImage:
+    a = array
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 2:
+        layout = "L"
+    elif a.ndim == 3 and a.shape[2] in (3, 4):
+        layout = _ARRAY_LAYOUTS[a.shape[2]]
+    else:
+        raise ImageDecodeError(
+            f"unsupported array shape {tuple(array.shape)}: expected H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA)"
+        )
+    height, width = a.shape[:2]
+    _check_pixels(width, height, max_pixels)
+    pixels = _array_to_uint8(a)
+    img = Image.fromarray(np.ascontiguousarray(pixels))
+    return DecodedImage(image=_to_rgb(img), width=width, height=height, source_mode=layout, format=None)
+
+
+def _array_to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return _scale_uint16(a)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise ImageDecodeError("float array contains NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ImageDecodeError(
+                f"float array values must lie in [0, 1], found {lo:g}..{hi:g}; "
+                "for 0–255 data pass array.astype(numpy.uint8)"
+            )
+        return np.rint(a.astype(np.float64) * 255.0).astype(np.uint8)
+    raise ImageDecodeError(f"unsupported array dtype {a.dtype}: use uint8 (or uint16, bool, float in [0, 1])")
+
+
+def decode_bgr_struct(height: int, width: int, n_channels: int, mode: int, data: bytes) -> DecodedImage:
+    """Convert one row of Spark's ``image`` data source (``spark.read.format("image")``) to RGB.
+
+    Spark stores pixels row-major as OpenCV does: BGR for mode 16 (3 channels), BGRA for mode 24
+    (4 channels, composited on white here) and gray for mode 0 (1 channel, replicated to RGB), all
+    ``uint8``. Rows that Spark itself failed to decode (``dropInvalid`` off) carry mode -1 and no
+    data; they, and any row whose sizes do not match its data, raise :class:`ImageDecodeError`.
+    Spark's reader does not apply EXIF orientation; use ``binaryFile`` input for that.
+    """
+    if mode not in _SPARK_MODES:
+        if mode == -1 or not data:
+            raise ImageDecodeError(
+                "Spark could not decode this image (invalid row from the image data source)"
+            )
+        raise ImageDecodeError(
+            f"unsupported Spark image mode {mode}: expected 0 (gray), 16 (BGR) or 24 (BGRA)"
+        )
+    expected_channels, source_mode = _SPARK_MODES[mode]
+    if n_channels != expected_channels:
+        raise ImageDecodeError(
+            f"Spark image mode {mode} needs {expected_channels} channel(s), the row says {n_channels}"
+        )
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"image has no pixels ({width}×{height})")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageDecodeError(f"Spark image data must be bytes, got {type(data).__name__}")
+    view = memoryview(data)
+    expected = height * width * n_channels
+    if view.nbytes != expected:
+        raise ImageDecodeError(
+            f"Spark image data holds {view.nbytes:,} bytes, but {height}×{width}×{n_channels} "
+            f"needs {expected:,}"
+        )
+    flat = np.frombuffer(view if view.c_contiguous else view.tobytes(), dtype=np.uint8)
+    if n_channels == 1:
+        img = Image.fromarray(flat.reshape(height, width))
+    elif n_channels == 3:
+        img = Image.fromarray(np.ascontiguousarray(flat.reshape(height, width, 3)[:, :, ::-1]))
+    else:
+        bgra = flat.reshape(height, width, 4)
+        img = Image.fromarray(np.ascontiguousarray(bgra[:, :, [2, 1, 0, 3]]))
+    return DecodedImage(image=_to_rgb(img), width=width, height=height, source_mode=source_mode, format=None)
+
+
+# --------------------------------------------------------------------------------------------------
+# iter_image_files
+# --------------------------------------------------------------------------------------------------
+
+
+def iter_image_files(paths: Iterable[str | os.PathLike], *, recursive: bool = False) -> Iterator[Path]:
+    """Stream the image files named by ``paths``, in a deterministic order.
+
+    * A path that is not a folder is yielded as given — whatever its extension, and even when it does
+      not exist — so every file a user names explicitly gets a result (or an error row from
+      :func:`decode_image`). Checking that command-line arguments exist is the CLI's job.
+    * A folder yields its files whose suffix (case-insensitive) is in :data:`IMAGE_EXTENSIONS`,
+      sorted by name, skipping hidden entries (names starting with ``"."``, which also covers macOS
+      ``._*`` resource forks). With ``recursive=True`` subfolders are visited depth-first, in the same
+      name order as files (so the output is sorted by relative path, component by component);
+      symbolic links to folders are followed, except one leading back to a folder on the current
+      path, so link loops end (a link to a folder elsewhere yields its files under both names).
+    * Only one folder listing per level of depth is held in memory; files are yielded as they come.
+    * A folder that yields nothing raises :class:`InputNotFoundError` once it has been scanned, with
+      a hint about ``--recursive`` when it has subfolders. A subfolder that cannot be listed is
+      skipped with a logged warning; the named folder itself failing to list raises.
+
+    A single ``str`` or path is accepted as a one-element list.
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    for item in paths:
+        path = Path(os.fsdecode(os.fspath(item)))
+        if path.is_dir():
+            yield from _iter_folder(path, recursive)
+        else:
+            yield path
+
+
+def _iter_folder(root: Path, recursive: bool) -> Iterator[Path]:
+    found = 0
+    other_files = 0
+    subfolders = 0
+    # Depth-first with an explicit stack of (folder, its identity, iterator over its sorted entries),
+    # so deep trees hit no recursion limit. A link is followed unless it leads back to a folder on
+    # the current path (a loop); links to folders elsewhere are followed like the folders they name.
+    stack: list[tuple[Path, tuple[int, int] | None, Iterator[tuple[str, bool]]]] = [
+        (root, _folder_key(root), iter(_list_folder(root, top=True)))
+    ]
+    while stack:
+        folder, _key, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        name, is_dir = entry
+        path = folder / name
+        if is_dir:
+            subfolders += 1
+            if recursive:
+                key = _folder_key(path)
+                if key is None or any(key == ancestor for _, ancestor, _ in stack):
+                    logger.debug("not following %s: it leads back to a folder being scanned", path)
+                    continue
+                stack.append((path, key, iter(_list_folder(path, top=False))))
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            found += 1
+            yield path
+        else:
+            other_files += 1
+    if found == 0:
+        raise InputNotFoundError(_empty_folder_message(root, recursive, subfolders, other_files))
+
+
+def _empty_folder_message(root: Path, recursive: bool, subfolders: int, other_files: int) -> str:
+    message = f"no image files in {root}"
+    hints = []
+    if other_files:
+        hints.append(
+            f"{other_files} file(s) skipped because their extension is not an image type "
+            "(name a file explicitly to try it anyway)"
+        )
+    if subfolders and not recursive:
+        hints.append(f"it has {subfolders} subfolder(s): use --recursive (recursive=True) to search them")
+    return message + (": " + "; ".join(hints) if hints else "")
+
+
+def _folder_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _list_folder(folder: Path, *, top: bool) -> list[tuple[str, bool]]:
+    """One folder's visible entries as sorted ``(name, is_folder)`` pairs (links followed)."""
+    entries: list[tuple[str, bool]] = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                entries.append((entry.name, is_dir))
+    except OSError as exc:
+        if top:
+            raise InputNotFoundError(
+                f"cannot list folder {folder}: {_os_reason(exc)}; check its permissions"
+            ) from None
+        logger.warning("skipping folder %s: %s", folder, _os_reason(exc))
+        return []
+    entries.sort()
+    return entries
