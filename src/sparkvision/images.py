@@ -212,9 +212,10 @@ def decode_image(
             [0, 1] (scaled by 255). A float array in 0–255 is refused rather than guessed at.
         max_pixels: refuse images whose width × height exceeds this, judged from the header before
             decoding (a decompression bomb costs nothing).
-        min_short_side: a speed hint. For JPEG (and MPO) data, decode at the smallest DCT scale
-            (1/2, 1/4, 1/8) that keeps the short side ``>= min_short_side``; other formats decode at
-            full size. Pass the short side your resize step needs (e.g. 256 for a 224 crop).
+        min_short_side: a speed hint. For JPEG (and MPO) data, decode at the strongest DCT
+            reduction (1/2, 1/4 or 1/8) that keeps the short side ``>= min_short_side``; other
+            formats decode at full size. Pass what your resize step needs (e.g. 256 for a 224
+            crop; twice that keeps the final antialiased resize doing real work).
 
     Returns:
         A :class:`DecodedImage` whose ``width``/``height`` are the true, EXIF-rotated size.
@@ -228,7 +229,7 @@ def decode_image(
     Mode handling, so results are documented rather than accidental:
 
     * ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``HSV``, ``LAB``, ``RGBX``: Pillow's conversion to RGB
-      (``LAB`` goes through LittleCMS and gives the same colours as an explicit LAB→sRGB transform).
+      (for ``LAB`` the tests check it against an explicit LittleCMS LAB→sRGB transform).
     * Anything with alpha or a transparency key (``LA``, ``PA``, ``RGBA``, palette ``tRNS``...):
       composited on white.
     * ``I;16*``: 16-bit data scaled by its full range, ``round(v / 257)``.
