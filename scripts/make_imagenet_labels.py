@@ -31,7 +31,9 @@ def read_timm_files(wheel: Path | None = None) -> tuple[str, str]:
         with zipfile.ZipFile(wheel) as archive:
             return archive.read(SYNSETS).decode(), archive.read(LEMMAS).decode()
     spec = importlib.util.find_spec("timm")
-    if spec is None or spec.origin is None or not spec.submodule_search_locations:  # origin None: a namespace dir
+    if (
+        spec is None or spec.origin is None or not spec.submodule_search_locations
+    ):  # origin None: a namespace dir
         raise SystemExit("timm is not installed: pip install timm, or pass --wheel PATH_TO_TIMM_WHEEL")
     root = Path(spec.origin).parent.parent
     return (root / SYNSETS).read_text(), (root / LEMMAS).read_text()
