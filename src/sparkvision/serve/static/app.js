@@ -182,7 +182,9 @@
     const model = els.model.value;
     const params = new URLSearchParams();
     if (model) params.set("model", model);
-    const k = parseInt(els.topK.value, 10);
+    const info = models.find((m) => m.name === model);
+    let k = parseInt(els.topK.value, 10);
+    if (info && info.num_classes) k = Math.min(k, info.num_classes); // e.g. a 3-class model
     if (Number.isFinite(k) && k > 0) params.set("top_k", String(k));
     if (!els.labelsField.hidden && els.labels.value.trim()) {
       params.set("candidate_labels", els.labels.value.trim());
@@ -326,6 +328,7 @@
   }
   els.drop.addEventListener("drop", (event) => {
     event.preventDefault();
+    event.stopPropagation(); // the window's drop handler below must not add the files again
     addFiles(event.dataTransfer.files);
   });
   // Dropping outside the zone must not navigate away from the page.
