@@ -156,6 +156,19 @@ def test_truncated_legacy_checkpoint(tmp_path: Path) -> None:
         load_torch_state_dict(cut)
 
 
+def test_truncated_zip_checkpoint(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    whole, cut = tmp_path / "whole.pt", tmp_path / "cut.pt"
+    torch.save({"w": torch.ones(100)}, whole)
+    with zipfile.ZipFile(whole) as src, zipfile.ZipFile(cut, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            dst.writestr(name, data[:-4] if name.endswith("/data/0") else data)
+    assert load_torch_state_dict(whole)["w"].shape == (100,)
+    with pytest.raises(ModelImportError, match=r"Truncated checkpoint.*holds 396 bytes, needs 400"):
+        load_torch_state_dict(cut)
+
+
 def test_legacy_lite0_equals_torch_load(lite0_state_dict: dict[str, np.ndarray]) -> None:
     torch = pytest.importorskip("torch")
     reference = torch.load(weights_path(0), weights_only=True)
