@@ -211,6 +211,7 @@ class Classifier:
         threshold: float | None = None,
         embeddings: bool = False,
         progress: Any = None,
+        candidate_labels: Sequence[str] | str | None = None,
     ) -> Iterator[Prediction]:
         """Classify images lazily, yielding one :class:`Prediction` per input in input order.
 
@@ -219,8 +220,20 @@ class Classifier:
         ``threshold`` keeps only labels scoring at least that much (useful for multi-label models).
         ``embeddings`` also returns the image embedding (for models that export one).
         ``progress``: an object with ``update(n)`` (e.g. a tqdm bar), called after each batch.
+        ``candidate_labels``: the labels to choose from, for zero-shot models (CLIP); see
+        :mod:`sparkvision.zero_shot`.
         """
         spec = self.spec
+        # -- zero-shot models (issue 4): the maths lives in zero_shot.py, which wraps this classifier.
+        if candidate_labels is not None or spec.task == "zero-shot":
+            from .zero_shot import classify_zero_shot
+
+            yield from classify_zero_shot(
+                self, inputs, candidate_labels, top_k=top_k, batch_size=batch_size, recursive=recursive,
+                threshold=threshold, embeddings=embeddings, progress=progress,
+            )  # fmt: skip
+            return
+        # -- end zero-shot
         k = self._check_top_k(top_k)
         if embeddings and not spec.has_embeddings:
             raise ConfigError(f"model {spec.name!r} does not export image embeddings")
@@ -235,10 +248,25 @@ class Classifier:
         return list(self.classify(_SourceList(sources), **options))
 
     def embed(
-        self, inputs: Any, *, batch_size: int | None = None, recursive: bool = False
+        self,
+        inputs: Any,
+        *,
+        batch_size: int | None = None,
+        recursive: bool = False,
+        candidate_labels: Sequence[str] | str | None = None,
     ) -> Iterator[Prediction]:
-        """Image embeddings (``Prediction.embedding``), with the top-1 label alongside."""
-        return self.classify(inputs, top_k=1, batch_size=batch_size, recursive=recursive, embeddings=True)
+        """Image embeddings (``Prediction.embedding``), with the top-1 label alongside.
+
+        For a zero-shot model without ``candidate_labels`` the predictions carry no labels.
+        """
+        if self.spec.task == "zero-shot" and candidate_labels is None:  # issue 4: CLIP image embeddings
+            from .zero_shot import embed_images
+
+            return embed_images(self, inputs, batch_size=batch_size, recursive=recursive)
+        return self.classify(
+            inputs, top_k=1, batch_size=batch_size, recursive=recursive, embeddings=True,
+            candidate_labels=candidate_labels,
+        )  # fmt: skip
 
     # -- internals --------------------------------------------------------------------------------
     def _check_top_k(self, top_k: int) -> int:

@@ -91,6 +91,13 @@ def _check_paths(paths: tuple[str, ...], recursive: bool) -> None:
     "-t", "--threads", type=int, default=None, help="ONNX Runtime threads [default: physical cores]."
 )
 @click.option("--threshold", type=float, default=None, help="Only report labels scoring at least this.")
+@click.option(
+    "--labels",
+    "candidate_labels",
+    default=None,
+    metavar="'A,B,...'",
+    help="Candidate labels for a zero-shot model (e.g. CLIP), comma-separated.",
+)
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any image fails.")
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar on stderr [default: when a terminal]."
@@ -115,6 +122,7 @@ def classify(
     batch_size: int | None,
     threads: int | None,
     threshold: float | None,
+    candidate_labels: str | None,
     strict: bool,
     progress: bool | None,
     quiet: bool,
@@ -130,6 +138,13 @@ def classify(
         raise ConfigError(f"--threads must be at least 1, got {threads}")
     _check_paths(paths, recursive)
     classifier = Classifier.pretrained(model, threads=threads)
+    if candidate_labels is not None or classifier.spec.task == "zero-shot":  # zero-shot models (issue 4)
+        from .zero_shot import zero_shot_view
+
+        if spark_master is not None:
+            raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
+        classifier = zero_shot_view(classifier, candidate_labels)
+        k = k if top_k is not None else min(k, classifier.spec.num_classes)
     classifier._check_top_k(k)
     if spark_master is not None:
         from .spark.batch import classify_paths_with_spark

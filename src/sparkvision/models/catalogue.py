@@ -256,3 +256,7 @@ def list_models() -> list[ModelRow]:
                 path=str(path),
             )
     return sorted(rows.values(), key=lambda r: r.name)
+
+
+# Hugging Face Hub seed models (ViT, Swin, ConvNeXt, CLIP, ...): registered by models/hub.py (issue 4).
+from . import hub as _hub  # noqa: E402, F401
