@@ -372,8 +372,13 @@ class _ZeroShotStub:
         )
         self.seen_labels: list[list[str]] = []
 
-    def classify_batch(self, sources, *, top_k, labels=None, **options):
-        assert labels is not None, "candidate labels must reach the classifier"
+    def classify_batch(self, sources, *, top_k, candidate_labels=None, **options):
+        assert candidate_labels is not None, "candidate labels must reach the classifier"
+        labels = candidate_labels
+        if "forbidden" in labels:
+            from sparkvision.errors import ConfigError
+
+            raise ConfigError("the label 'forbidden' is refused by this model")
         self.seen_labels.append(list(labels))
         order = sorted(range(len(labels)), key=lambda i: -len(labels[i]))[:top_k]
         scores = [len(labels[i]) / sum(map(len, labels)) for i in order]
@@ -412,6 +417,10 @@ def test_zero_shot_candidate_labels_are_passed_through(serve_client, red_png):
         "/v1/classify", params={"candidate_labels": "a,b", "top_k": 3}, files=_files(("r.png", red_png))
     )
     assert too_many.status_code == 422 and "candidate labels" in too_many.json()["error"]
+    refused = client.post(
+        "/v1/classify", params={"candidate_labels": "a,forbidden"}, files=_files(("r.png", red_png))
+    )
+    assert refused.status_code == 422 and "refused by this model" in refused.json()["error"]
 
 
 # -- API key ------------------------------------------------------------------------------------------

@@ -127,9 +127,9 @@ def test_candidate_label_sets_never_share_a_call(executor):
     async def main():
         batcher = MicroBatcher(clf, executor, max_batch=8, max_wait_s=0.01)
         await asyncio.gather(
-            batcher.submit([1], top_k=1, labels=["a", "b"]),
-            batcher.submit([2], top_k=1, labels=["c", "d"]),
-            batcher.submit([3], top_k=1, labels=["a", "b"]),
+            batcher.submit([1], top_k=1, candidate_labels=["a", "b"]),
+            batcher.submit([2], top_k=1, candidate_labels=["c", "d"]),
+            batcher.submit([3], top_k=1, candidate_labels=["a", "b"]),
             batcher.submit([4], top_k=1),
         )
         await batcher.close()
@@ -137,10 +137,10 @@ def test_candidate_label_sets_never_share_a_call(executor):
     run(main())
     by_labels = {}
     for sources, options in clf.calls:
-        by_labels.setdefault(tuple(options.get("labels") or ()), []).extend(sources)
+        by_labels.setdefault(tuple(options.get("candidate_labels") or ()), []).extend(sources)
     assert sorted(by_labels[("a", "b")]) == [1, 3]
     assert by_labels[("c", "d")] == [2] and by_labels[()] == [4]
-    assert all("labels" not in options for sources, options in clf.calls if 4 in sources)
+    assert all("candidate_labels" not in options for sources, options in clf.calls if 4 in sources)
 
 
 def test_a_failing_call_fails_its_requests_only(executor):

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..classify import Prediction
 from ..engine import default_threads
-from ..errors import ImageDecodeError
+from ..errors import ConfigError, ImageDecodeError, SparkvisionError
 from ..images import DecodedImage, decode_image
 from ..models.catalogue import DEFAULT_MODEL
 from .batching import QueueFullError
@@ -298,13 +298,17 @@ async def _classify_uploads(
         batched = await batcher.submit(
             [decoded[i] for i in good],
             top_k=top_k,
-            labels=labels,
+            candidate_labels=labels,
             paths=[uploads[i].name for i in good],
         )
     except QueueFullError as exc:
         raise ApiError(
             503, "busy", f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"}
         ) from None
+    except ConfigError as exc:  # e.g. candidate labels the zero-shot model refuses
+        raise ApiError(422, "invalid_parameter", str(exc)) from None
+    except SparkvisionError as exc:
+        raise ApiError(500, "inference_failed", f"inference failed: {exc}") from None
     by_index = dict(zip(good, batched))
     records: list[dict[str, Any]] = []
     sizes: list[int] = []

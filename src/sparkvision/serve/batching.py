@@ -120,13 +120,13 @@ class MicroBatcher:
         sources: Sequence[Any],
         *,
         top_k: int,
-        labels: Sequence[str] | None = None,
+        candidate_labels: Sequence[str] | None = None,
         paths: Sequence[str | None] | None = None,
     ) -> list[BatchedPrediction]:
         """Queue decoded images and wait for their predictions (input order).
 
         ``top_k`` may differ between requests sharing a batch: the batch runs with the largest and
-        each prediction is cut to its own. Images with different candidate ``labels`` (zero-shot
+        each prediction is cut to its own. Images with different ``candidate_labels`` (zero-shot
         models) never share a classifier call. Raises :class:`QueueFullError` when the queue is full,
         and re-raises a failure of the classifier call.
         """
@@ -140,7 +140,7 @@ class MicroBatcher:
         self._ensure_started()
         assert self._wakeup is not None
         names = list(paths) if paths is not None else [None] * len(sources)
-        key = tuple(labels) if labels is not None else None
+        key = tuple(candidate_labels) if candidate_labels is not None else None
         jobs = [_Job(source, top_k, key, name, loop.create_future()) for source, name in zip(sources, names)]
         self._pending.extend(jobs)
         self._wakeup.set()
@@ -217,7 +217,7 @@ class MicroBatcher:
                 "batch_size": len(members),
             }
             if labels is not None:
-                options["labels"] = list(labels)
+                options["candidate_labels"] = list(labels)
             started = time.perf_counter()
             try:
                 predictions = self.classifier.classify_batch([batch[i].source for i in members], **options)
