@@ -97,13 +97,13 @@ def served_url(lite0, tmp_path_factory):
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    with log.open("w") as sink:  # a file, not a pipe: a chatty server must never block on it
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True)
     try:
         line = process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, (
-            f"no URL printed: {line!r} {process.stderr.read() if process.poll() is not None else ''}"
-        )
+        assert match, f"no URL printed: {line!r}; server log: {log.read_text()}"
         url = match.group(0)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelNotFoundError
 from ..models.catalogue import canonical_name, get_entry, list_models
 from ..models.spec import ModelSpec
 from ..models.store import cached_model_dir, is_model_dir, load_model_dir, validate_model_name
@@ -51,6 +51,13 @@ def load_classifier(source: str, settings: ServeSettings) -> Any:
         size = spec.preprocess.size
         classifier.classify_batch([np.full((size, size, 3), 127, dtype=np.uint8)], top_k=1)
     return classifier
+
+
+def _is_cached(name: str) -> bool:
+    try:
+        return is_model_dir(cached_model_dir(name))
+    except ConfigError:  # not a valid model name at all
+        return False
 
 
 @dataclass
@@ -100,6 +107,13 @@ class ModelRegistry:
         else:
             name = canonical_name(text)
             source = name
+            known = get_entry(name) is not None
+            if not known and ("/" in text or "\\" in text or not _is_cached(name)):
+                # Fail at start-up, not in the background loader: the operator is watching now.
+                raise ModelNotFoundError(
+                    f"unknown model {text!r}: not a model directory, a catalogue name or a cached model; "
+                    f"run `sparkvision models list` to see the names"
+                )
         self._slots.setdefault(name, ModelSlot(name=name, source=source))
         return name
 

@@ -1,0 +1,269 @@
+"""Load test of ``sparkvision serve``: concurrent clients posting real photos, with baselines.
+
+What it measures, in one run on one machine:
+
+1. **embedded**: ``Classifier.classify_batch`` in this process on the same photos (batch 16) — the
+   throughput the service should come close to (target: requests/s at 8 clients ≥ 0.8 × this);
+2. **micro-batched server**: ``sparkvision serve`` (default settings) under 1, 8 and 32 concurrent
+   clients, each posting one photo per request for a bounded time;
+3. **one-at-a-time server**: the same server with ``--max-batch 1`` (every request its own ONNX
+   Runtime call) under the same loads — the speed-up column is 2 ÷ 3.
+
+The two servers run side by side and the measurements alternate (embedded, then each load level on
+one server and then the other), repeated ``--rounds`` times; the table shows medians.
+
+Clients are asyncio tasks sharing one ``httpx.AsyncClient`` in this process; each request carries
+one photo (``multipart`` field ``file``). Only one configuration is under load at any time. On a
+2-core machine the client's own CPU use is part of the picture (it competes with the server), as it
+would be for a client on the same host.
+
+Usage::
+
+    python benchmarks/serve_load.py                          # 1, 8, 32 clients, 10 s each
+    python benchmarks/serve_load.py --clients 1,8 --duration 5 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT / "examples" / "images"
+
+
+def load_photos() -> list[tuple[str, bytes]]:
+    photos = [(p.name, p.read_bytes()) for p in sorted(PHOTOS.iterdir()) if p.suffix in (".jpg", ".png")]
+    if not photos:
+        raise SystemExit(f"no photos in {PHOTOS}")
+    return photos
+
+
+def embedded_throughput(
+    model: str, photos: list[tuple[str, bytes]], seconds: float, threads: int | None
+) -> float:
+    """Images per second of the in-process classifier over the photos' bytes, batch 16."""
+    from sparkvision import Classifier
+
+    classifier = Classifier.pretrained(model, threads=threads)
+    batch = [data for _, data in photos] * 4  # 20 images: the batch is cut at 16 like the CLI's
+    batch = batch[:16]
+    classifier.classify_batch(batch, top_k=5)  # warm-up (session creation)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        done += len(classifier.classify_batch(batch, top_k=5, batch_size=16))
+    return done / (time.perf_counter() - started)
+
+
+class Server:
+    """``sparkvision serve`` in a subprocess on a free port."""
+
+    def __init__(self, model: str, extra: list[str]) -> None:
+        self.command = [
+            sys.executable,
+            "-c",
+            "from sparkvision.cli import main; main()",
+            "serve",
+            "--model",
+            model,
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            *extra,
+        ]
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> Server:
+        import httpx
+
+        # stderr goes to ours (warnings stay visible); a pipe nobody reads could block the server.
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = re.search(r"http://[\d.]+:\d+/", line)
+        if not match:
+            self.__exit__()
+            raise SystemExit(f"the server did not start: {line!r}")
+        self.url = match.group(0)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "healthz", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise SystemExit("the server's model did not load in time")
+
+    def stats(self) -> dict[str, Any]:
+        import httpx
+
+        body = httpx.get(self.url + "healthz", timeout=10).json()
+        return body["batching"].get(body["model"], {})
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def run_load(
+    url: str, photos: list[tuple[str, bytes]], clients: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """``clients`` tasks post photos back to back; latencies are kept for the timed window only."""
+    import httpx
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + seconds
+
+        async def worker(offset: int) -> None:
+            i = offset
+            while True:
+                now = time.perf_counter()
+                if now >= stop_at:
+                    return
+                name, data = photos[i % len(photos)]
+                i += 1
+                sent = time.perf_counter()
+                try:
+                    response = await client.post("v1/classify?top_k=5", files={"file": (name, data)})
+                    ok = response.status_code == 200 and response.json()["results"][0]["error"] is None
+                    reason = f"HTTP {response.status_code}" if response.status_code != 200 else "error record"
+                except httpx.HTTPError as exc:
+                    ok, reason = False, exc.__class__.__name__
+                done = time.perf_counter()
+                if sent >= measure_from and done <= stop_at:
+                    if ok:
+                        latencies.append(done - sent)
+                    else:
+                        errors[reason] = errors.get(reason, 0) + 1
+
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+    latencies.sort()
+    count = len(latencies)
+
+    def pct(q: float) -> float:
+        return 1000.0 * latencies[min(count - 1, int(q * count))] if count else float("nan")
+
+    return {
+        "clients": clients,
+        "requests": count,
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "rps": count / seconds,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "mean_ms": 1000.0 * statistics.fmean(latencies) if count else float("nan"),
+    }
+
+
+def measure(server: Server, label: str, clients: int, args: argparse.Namespace, photos) -> dict[str, Any]:
+    before = server.stats()
+    row = asyncio.run(run_load(server.url, photos, clients, args.duration, args.warmup))
+    after = server.stats()
+    batches = after.get("batches", 0) - before.get("batches", 0)
+    images = after.get("images", 0) - before.get("images", 0)
+    row.update(server=label, mean_batch=images / batches if batches else 0.0)
+    print(
+        f"  {label:<14} {clients:>3} clients: {row['rps']:6.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
+        f"p95 {row['p95_ms']:7.1f} ms  errors {row['errors']}  mean batch {row['mean_batch']:.1f}",
+        flush=True,
+    )
+    return row
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median requests/s (a whole row, so its latencies belong with it)."""
+    ordered = sorted(rows, key=lambda r: r["rps"])
+    row = dict(ordered[len(ordered) // 2])
+    row["errors"] = sum(r["errors"] for r in rows)  # errors count over every round
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--clients", default="1,8,32", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--duration", type=float, default=10.0, help="timed seconds per load level")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds before each level")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything; report medians")
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+
+    photos = load_photos()
+    print(f"photos: {', '.join(name for name, _ in photos)}; cores: {os.cpu_count()}; model: {args.model}")
+    common = ["--max-wait-ms", str(args.max_wait_ms)] + (
+        ["--threads", str(args.threads)] if args.threads else []
+    )
+    embedded: list[float] = []
+    batched: dict[int, list[dict[str, Any]]] = {c: [] for c in args.clients}
+    single: dict[int, list[dict[str, Any]]] = {c: [] for c in args.clients}
+    # Both servers stay up (an idle one costs nothing) and the measurements alternate, so that a
+    # burst of load from elsewhere on a shared machine hits every configuration alike.
+    with (
+        Server(args.model, ["--max-batch", str(args.max_batch), *common]) as micro,
+        Server(args.model, ["--max-batch", "1", *common]) as one,
+    ):
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}/{args.rounds}")
+            embedded.append(
+                embedded_throughput(args.model, photos, max(args.duration / 2, 4.0), args.threads)
+            )
+            print(f"  embedded classify_batch (batch 16): {embedded[-1]:.1f} img/s", flush=True)
+            for clients in args.clients:
+                batched[clients].append(measure(micro, "micro-batched", clients, args, photos))
+                single[clients].append(measure(one, "one-at-a-time", clients, args, photos))
+
+    base = statistics.median(embedded)
+    print()
+    print(
+        f"medians of {args.rounds} round(s); embedded classify_batch: {base:.1f} img/s "
+        f"(rounds: {', '.join(f'{e:.1f}' for e in embedded)})"
+    )
+    print(
+        "| clients | micro-batched req/s | p50 ms | p95 ms | errors | mean batch "
+        "| one-at-a-time req/s | p50 ms | p95 ms | speed-up | ÷ embedded |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    summary = []
+    for clients in args.clients:
+        b, s = median_row(batched[clients]), median_row(single[clients])
+        speedup = b["rps"] / s["rps"] if s["rps"] else float("nan")
+        summary.append({"clients": clients, "batched": b, "single": s, "speedup": speedup})
+        print(
+            f"| {clients} | {b['rps']:.1f} | {b['p50_ms']:.0f} | {b['p95_ms']:.0f} | {b['errors']} | "
+            f"{b['mean_batch']:.1f} | {s['rps']:.1f} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | "
+            f"{speedup:.2f}× | {b['rps'] / base:.2f} |"
+        )
+    if args.json:
+        payload = {"embedded_img_per_s": embedded, "summary": summary, "batched": batched, "single": single}
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()
