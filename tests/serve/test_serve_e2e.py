@@ -126,14 +126,19 @@ def served_url(lite0, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium package is not installed (apt-get install chromium chromium-driver)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with sync_api.sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
 
 
 def _pixel_std(png_path: Path) -> float:
@@ -232,7 +237,42 @@ def test_page_drop_keyboard_and_errors(browser, served_url, examples_dir):
     assert notes_card.get_attribute("data-state") == "failed"
     assert "not a recognised image" in notes_card.locator(".state").inner_text()
     assert page.locator("#status").inner_text() == "1 image classified, 1 failed."
+
+    # Paste an image (as from the clipboard).
+    coffee = list((examples_dir / "coffee.jpg").read_bytes())
+    page.evaluate(
+        """(bytes) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(bytes)], "pasted-coffee.jpg", {type: "image/jpeg"}));
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt, bubbles: true}));
+        }""",
+        coffee,
+    )
+    pasted = page.locator("#results > li", has_text="pasted-coffee.jpg")
+    pasted.and_(page.locator("[data-state=done]")).wait_for()
+    assert pasted.locator(".label-name").first.inner_text() == "espresso"
     page.close()
+
+
+def test_camera_capture_is_classified(playwright, served_url):
+    """Chromium's fake camera (a generated test pattern) stands in for a webcam."""
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(served_url)
+        page.get_by_text("Ready:").wait_for()
+        page.get_by_role("button", name="Use the camera").click()
+        page.wait_for_function("document.getElementById('camera-video').videoWidth > 0")
+        page.get_by_role("button", name="Take photo").click()
+        card = page.locator("#results > li", has_text="camera-")
+        card.and_(page.locator("[data-state=done]")).wait_for()
+        assert card.locator(".label-row").count() == 5
+        page.get_by_role("button", name="Close camera").click()
+        assert page.locator("#camera").is_hidden()
+    finally:
+        browser.close()
 
 
 def _shrink_png(path: Path) -> None:
