@@ -180,7 +180,7 @@ def create_app(
 
     # -- API --------------------------------------------------------------------------------------
     @app.get("/v1/models", tags=["models"], summary="Models this server knows", dependencies=auth)
-    async def models() -> dict[str, Any]:
+    def models() -> dict[str, Any]:  # plain def: FastAPI runs it in a thread (it reads the cache dir)
         """Every catalogue and cached model; ``available`` ones can be named in ``/v1/classify``."""
         return {"default": registry.default_name, "models": registry.describe()}
 
