@@ -88,7 +88,9 @@ def _settings(spec: ModelSpec) -> dict[str, Any]:
     extra = dict(spec.extra)
     for key in ("logit_scale", "max_text_length", "pad_token_id"):
         if key not in extra:
-            raise ModelFormatError(f"zero-shot model {spec.name!r} lacks {key!r} in sparkvision.json; re-import it")
+            raise ModelFormatError(
+                f"zero-shot model {spec.name!r} lacks {key!r} in sparkvision.json; re-import it"
+            )
     return extra
 
 
@@ -269,7 +271,11 @@ def classify_zero_shot(
 ) -> Iterator[Prediction]:
     """``Classifier.classify`` for a zero-shot model (``top_k`` is capped at the number of labels)."""
     view = zero_shot_view(classifier, candidate_labels, template=template)
-    k = top_k if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1 else min(top_k, view.spec.num_classes)
+    k = (
+        top_k
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1
+        else min(top_k, view.spec.num_classes)
+    )
     yield from view.classify(inputs, top_k=k, **options)
 
 
@@ -281,7 +287,9 @@ def embed_images(
     extra = _settings(spec)
     width = _embedding_width(classifier)
     view = _view(classifier, ("",), np.zeros((1, width), dtype=np.float32), float(extra["logit_scale"]))
-    for prediction in view.classify(inputs, top_k=1, batch_size=batch_size, recursive=recursive, embeddings=True):
+    for prediction in view.classify(
+        inputs, top_k=1, batch_size=batch_size, recursive=recursive, embeddings=True
+    ):
         yield dataclasses.replace(prediction, labels=(), scores=(), class_ids=())
 
 

@@ -77,29 +77,50 @@ def download_checkpoint(repo_id: str, *, revision: str | None = None, name: str 
             f"downloading {repo_id} needs huggingface_hub (and torch + transformers to convert it): "
             f"pip install 'sparkvision[import]'"
         ) from exc
+    # Read at call time (huggingface_hub reads them once, at import).
     endpoint = os.environ.get("HF_ENDPOINT") or None
+    cache_dir = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+    )
     timeout = float(os.environ.get("SPARKVISION_HF_TIMEOUT") or DEFAULT_TIMEOUT)
+    unreachable = _unreachable(endpoint or "https://huggingface.co", timeout)
+    if unreachable:
+        raise ModelNotFoundError(offline_message(repo_id, name, f"no network: {unreachable}"))
 
     def fetch(filename: str) -> Path | None:
         try:
             return Path(
                 huggingface_hub.hf_hub_download(
-                    repo_id, filename, revision=revision, endpoint=endpoint, etag_timeout=timeout
+                    repo_id,
+                    filename,
+                    revision=revision,
+                    endpoint=endpoint,
+                    etag_timeout=timeout,
+                    cache_dir=cache_dir,
                 )
             )
+        except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled) as exc:
+            # Raised when the Hub cannot be reached and the file is not in the local Hub cache.
+            raise ModelNotFoundError(
+                offline_message(repo_id, name, f"no network: {_first_line(exc)}")
+            ) from exc
         except hub_errors.EntryNotFoundError:
-            return None
+            return None  # this optional file is not in the repo
+        except hub_errors.GatedRepoError as exc:
+            raise ModelNotFoundError(
+                f"{repo_id} is gated: accept its licence on the Hub and log in (hf auth login)"
+            ) from exc
         except hub_errors.RepositoryNotFoundError as exc:
             raise ModelNotFoundError(
                 f"Hugging Face repo {repo_id} does not exist (or is private): {_first_line(exc)}"
             ) from exc
         except hub_errors.RevisionNotFoundError as exc:
             raise ModelNotFoundError(f"{repo_id} has no revision {revision!r}") from exc
-        except hub_errors.GatedRepoError as exc:
-            raise ModelNotFoundError(
-                f"{repo_id} is gated: accept its licence on the Hub and log in (hf auth login)"
+        except hub_errors.HfHubHTTPError as exc:
+            raise ModelImportError(
+                f"downloading {filename} from {repo_id} failed: {_first_line(exc)}"
             ) from exc
-        except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled, OSError) as exc:
+        except OSError as exc:
             raise ModelNotFoundError(
                 offline_message(repo_id, name, f"no network: {_first_line(exc)}")
             ) from exc
@@ -122,6 +143,29 @@ def download_checkpoint(repo_id: str, *, revision: str | None = None, name: str 
     for filename in _OPTIONAL:
         fetch(filename)
     return config.parent
+
+
+def _unreachable(endpoint: str, timeout: float) -> str | None:
+    """Why the Hub's host cannot be reached (one TCP connect), or ``None`` when it can.
+
+    huggingface_hub retries failed connections with back-off for tens of seconds; this answers at
+    once. Skipped behind a proxy, where only the proxy knows the way.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    ):
+        return None
+    url = urlsplit(endpoint)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 5.0)):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {host}:{port} ({exc.strerror or exc.__class__.__name__})"
 
 
 def _first_line(exc: BaseException) -> str:
