@@ -1,0 +1,65 @@
+"""Spark NLP-compatible image classification on Apache Spark.
+
+Spark NLP's documented image-classification example runs with only its imports changed::
+
+    import sparkvision
+    from sparkvision.base import *
+    from sparkvision.annotator import *
+    from pyspark.ml import Pipeline
+
+    spark = sparkvision.start()
+    imageAssembler = ImageAssembler().setInputCol("image").setOutputCol("image_assembler")
+    imageClassifier = EfficientNetForImageClassification.pretrained() \\
+        .setInputCols(["image_assembler"]).setOutputCol("class")
+    pipeline = Pipeline().setStages([imageAssembler, imageClassifier])
+    imageDF = spark.read.format("image").option("dropInvalid", value=True).load("photos/")
+    result = pipeline.fit(imageDF).transform(imageDF)
+    result.selectExpr("reverse(split(image.origin, '/'))[0] as image_name", "class.result").show()
+
+Every image goes through the same embedded core (:class:`sparkvision.Classifier`) as the CLI and the
+Python API, inside Spark's Python workers: Arrow batches, one ONNX Runtime session per worker process,
+the model directory shipped to executors with ``SparkContext.addFile``.
+
+Modules: :mod:`.session` (``start``), :mod:`.assembler` (``ImageAssembler``), :mod:`.classifier` (the
+``*ForImageClassification`` stages), :mod:`.light` (``LightPipeline``), :mod:`.functions` (plain
+columns from annotations, image readers), :mod:`.batch` (the CLI's ``--spark`` job), :mod:`.inference`
+(what runs on the executors).
+"""
+
+from __future__ import annotations
+
+try:
+    import pyspark  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "sparkvision's Spark stages need PySpark: pip install 'sparkvision[spark]' (and Java 17+)"
+    ) from exc
+
+from .annotations import Annotation, AnnotationImage
+from .assembler import ImageAssembler
+from .classifier import (
+    ConvNextForImageClassification,
+    EfficientNetForImageClassification,
+    ImageClassifierModel,
+    SwinForImageClassification,
+    ViTForImageClassification,
+)
+from .functions import prediction_columns, read_image_stream, read_images
+from .light import LightPipeline
+from .session import start
+
+__all__ = [
+    "Annotation",
+    "AnnotationImage",
+    "ConvNextForImageClassification",
+    "EfficientNetForImageClassification",
+    "ImageAssembler",
+    "ImageClassifierModel",
+    "LightPipeline",
+    "SwinForImageClassification",
+    "ViTForImageClassification",
+    "prediction_columns",
+    "read_image_stream",
+    "read_images",
+    "start",
+]

@@ -1,0 +1,230 @@
+"""The annotation schemas our stages read and write (Spark NLP's, so its tooling recognises them).
+
+Image annotation (:class:`~sparkvision.spark.assembler.ImageAssembler` output)::
+
+    array<struct<annotatorType: "image", origin, height, width, nChannels, mode,
+                 result: binary, metadata: map<string,string>, text>>
+
+``result`` holds either Spark's raw pixels (from ``spark.read.format("image")``: row-major BGR, BGRA or
+gray, ``mode`` 16 / 24 / 0) or, for ``binaryFile`` input, the encoded file itself — then
+``metadata["encoding"] == "file"`` and height/width/nChannels/mode are -1 until the file is decoded.
+
+Category annotation (classifier output), one per image::
+
+    array<struct<annotatorType: "category", begin: int, end: int, result: string,
+                 metadata: map<string,string>, embeddings: array<float>>>
+
+``result`` is the top label (empty for an image that could not be read). ``metadata`` holds:
+
+* ``confidence``: the top-1 score;
+* the ranked top-k: ``label_1``/``score_1``/``class_id_1`` ... ``label_K``..., with ``top_k`` = K
+  (reliable even when two classes share a name, like ImageNet's two "crane");
+* each top-k ``label → score`` pair (Spark NLP style keys);
+* ``origin``, ``height``, ``width``, ``nChannels``, ``mode`` of the image: ``height``/``width`` are the
+  true size (after EXIF rotation for files); ``mode`` is Spark's OpenCV type code for image-source rows
+  (``16`` BGR, ``24`` BGRA, ``0`` gray) and Pillow's mode name for encoded files (``RGB``, ``RGBA``,
+  ``L``, ``P``, ``CMYK``...);
+* ``error``: why the image could not be classified (then there are no scores).
+
+All values are strings, as Spark NLP's metadata maps are. :func:`sparkvision.spark.prediction_columns`
+turns the column into plain typed columns.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import types as T
+
+from ..classify import Prediction
+
+__all__ = [
+    "CATEGORY",
+    "CATEGORY_ANNOTATION",
+    "ENCODED_FILE",
+    "IMAGE",
+    "IMAGE_ANNOTATION",
+    "Annotation",
+    "AnnotationImage",
+    "ImageInput",
+    "category_annotation",
+    "is_annotation_array",
+    "is_image_struct",
+]
+
+IMAGE = "image"
+CATEGORY = "category"
+#: ``metadata["encoding"]`` of an image annotation whose ``result`` is an encoded file (binaryFile).
+ENCODED_FILE = "file"
+
+_STRING_MAP = T.MapType(T.StringType(), T.StringType())
+
+IMAGE_ANNOTATION = T.StructType(
+    [
+        T.StructField("annotatorType", T.StringType()),
+        T.StructField("origin", T.StringType()),
+        T.StructField("height", T.IntegerType()),
+        T.StructField("width", T.IntegerType()),
+        T.StructField("nChannels", T.IntegerType()),
+        T.StructField("mode", T.IntegerType()),
+        T.StructField("result", T.BinaryType()),
+        T.StructField("metadata", _STRING_MAP),
+        T.StructField("text", T.StringType()),
+    ]
+)
+
+CATEGORY_ANNOTATION = T.StructType(
+    [
+        T.StructField("annotatorType", T.StringType()),
+        T.StructField("begin", T.IntegerType()),
+        T.StructField("end", T.IntegerType()),
+        T.StructField("result", T.StringType()),
+        T.StructField("metadata", _STRING_MAP),
+        T.StructField("embeddings", T.ArrayType(T.FloatType())),
+    ]
+)
+
+# Spark's image data source: struct<origin, height, width, nChannels, mode, data>.
+_IMAGE_STRUCT_FIELDS = {
+    "origin": T.StringType,
+    "height": T.IntegerType,
+    "width": T.IntegerType,
+    "nChannels": T.IntegerType,
+    "mode": T.IntegerType,
+    "data": T.BinaryType,
+}
+
+
+def is_image_struct(data_type: T.DataType) -> bool:
+    """Whether a column type is Spark's image struct (``spark.read.format("image")``)."""
+    if not isinstance(data_type, T.StructType):
+        return False
+    fields = {f.name: f.dataType for f in data_type.fields}
+    return all(isinstance(fields.get(name), kind) for name, kind in _IMAGE_STRUCT_FIELDS.items())
+
+
+def is_annotation_array(data_type: T.DataType, annotator_type: str) -> bool:
+    """Whether a column type is an annotation array of the given kind (``"image"``/``"category"``)."""
+    expected = IMAGE_ANNOTATION if annotator_type == IMAGE else CATEGORY_ANNOTATION
+    if not isinstance(data_type, T.ArrayType) or not isinstance(data_type.elementType, T.StructType):
+        return False
+    # Compare type names only: nullability flags differ between equivalent columns.
+    fields = {f.name: f.dataType.simpleString() for f in data_type.elementType.fields}
+    return all(fields.get(f.name) == f.dataType.simpleString() for f in expected.fields)
+
+
+@dataclass(frozen=True)
+class AnnotationImage:
+    """One image annotation, as :class:`~sparkvision.spark.LightPipeline` returns it."""
+
+    annotatorType: str
+    origin: str
+    height: int
+    width: int
+    nChannels: int
+    mode: int
+    result: bytes = field(repr=False)
+    metadata: Mapping[str, str]
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One category annotation (classifier output), as in Spark NLP's ``Annotation``."""
+
+    annotatorType: str
+    begin: int
+    end: int
+    result: str
+    metadata: Mapping[str, str]
+    embeddings: Sequence[float] = ()
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """What a classifier needs from one image annotation (one row on the executors).
+
+    ``encoded``: ``data`` is an encoded file (binaryFile) rather than Spark's raw pixels. ``error``:
+    the image is already known to be unusable (a file that could not be read), with this reason.
+    """
+
+    origin: str | None
+    height: int | None
+    width: int | None
+    n_channels: int | None
+    mode: int | None
+    data: bytes | None
+    encoded: bool
+    error: str | None = None
+
+
+def encoded_image_info(data: bytes | None) -> tuple[str, str] | None:
+    """``(nChannels, mode)`` of an encoded file from its header only, or ``None`` if unreadable.
+
+    Only for metadata: the decoding itself (and its errors) is the core's job.
+    """
+    if not data:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return str(len(image.getbands())), image.mode
+    except Exception:  # any header the core will reject anyway
+        return None
+
+
+def _image_metadata(image: ImageInput, prediction: Prediction) -> dict[str, str]:
+    meta = {"origin": image.origin or ""}
+    if image.encoded:
+        if prediction.height is not None and prediction.width is not None:
+            meta["height"], meta["width"] = str(prediction.height), str(prediction.width)
+        info = encoded_image_info(image.data) if prediction.ok else None
+        if info is not None:
+            meta["nChannels"], meta["mode"] = info
+    else:
+        for key, value in (
+            ("height", image.height),
+            ("width", image.width),
+            ("nChannels", image.n_channels),
+            ("mode", image.mode),
+        ):
+            if value is not None:
+                meta[key] = str(value)
+    return meta
+
+
+def _score_text(score: float) -> str:
+    return repr(float(score))
+
+
+def category_annotation(image: ImageInput, prediction: Prediction) -> dict[str, Any]:
+    """The category annotation (as a plain dict, the shape Arrow wants) for one prediction."""
+    metadata: dict[str, str] = {}
+    if prediction.ok:
+        for label, score in zip(prediction.labels, prediction.scores):
+            metadata.setdefault(label, _score_text(score))
+        for rank, (label, score, class_id) in enumerate(
+            zip(prediction.labels, prediction.scores, prediction.class_ids), start=1
+        ):
+            metadata[f"label_{rank}"] = label
+            metadata[f"score_{rank}"] = _score_text(score)
+            metadata[f"class_id_{rank}"] = str(class_id)
+        metadata["top_k"] = str(len(prediction.labels))
+        if prediction.scores:
+            metadata["confidence"] = _score_text(prediction.scores[0])
+    else:
+        metadata["error"] = prediction.error or "unknown error"
+    metadata.update(_image_metadata(image, prediction))
+    embedding = prediction.embedding
+    return {
+        "annotatorType": CATEGORY,
+        "begin": 0,
+        "end": 0,
+        "result": prediction.label or "",
+        "metadata": metadata,
+        "embeddings": [] if embedding is None else [float(v) for v in embedding],
+    }

@@ -1,0 +1,675 @@
+"""The image classifier stages: one implementation, thin Spark NLP-named subclasses.
+
+:class:`ImageClassifierModel` is a ``pyspark.ml`` ``Model`` (a Transformer) holding nothing but
+Params: the model directory (``modelPath``) and Spark NLP's preprocessing params, so that
+``PipelineModel.save``/``load`` round-trip and a param changed after loading takes effect on the next
+``transform``. ``pretrained()`` / ``loadSavedModel()`` set every preprocessing param from the model's
+own ``sparkvision.json`` (so the getters tell the truth); the subclasses only change the defaults a
+bare, model-less instance reports (Spark NLP's values) and the default pretrained name::
+
+    classifier = ViTForImageClassification.loadSavedModel("exported/vit", spark) \\
+        .setInputCols(["image_assembler"]).setOutputCol("class").setTopK(3)
+    classifier.getSize(), classifier.getResample(), classifier.getClasses()[:2]
+
+Params with Spark NLP's names and defaults: ``batchSize`` (2), ``doResize``, ``doNormalize``, ``size``
+(224), ``imageMean``, ``imageStd``, ``resample`` (Pillow code: 0 nearest, 2 bilinear, 3 bicubic; 1, 4,
+5 are also accepted), ``doRescale``, ``rescaleFactor`` (1/255), ``cropPct``. Ours: ``resizeMode``
+(``"crop"``: short side to ``size / cropPct`` then centre crop; ``"squash"``: straight to size × size;
+``"squash_crop"``), ``topK`` (5), ``includeEmbeddings`` (fill each annotation's ``embeddings`` with
+the image embedding when the model exports one), ``onnxThreads`` (ONNX Runtime threads per task, 0 =
+``spark.task.cpus``), ``modelPath``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from pyspark import keyword_only
+from pyspark.ml import Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import (
+    DefaultParamsReader,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from ..errors import ConfigError, ModelFormatError, ModelImportError, ModelNotFoundError
+from ..models.catalogue import DEFAULT_MODEL, list_models, resolve_model
+from ..models.spec import MODEL_FILE, ModelSpec
+from ..models.store import is_model_dir, load_model_dir
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PIL_CODE_TO_INTERPOLATION, PreprocessSpec
+from .annotations import CATEGORY, ENCODED_FILE, IMAGE, is_annotation_array
+from .inference import ClassifyJob, make_classify_udf
+from .shipping import copy_model_to, local_model_from, ship_model_dir
+
+__all__ = [
+    "ConvNextForImageClassification",
+    "EfficientNetForImageClassification",
+    "ImageClassifierModel",
+    "SwinForImageClassification",
+    "ViTForImageClassification",
+    "import_saved_model",
+]
+
+log = logging.getLogger(__name__)
+
+_INTERPOLATION_TO_PIL_CODE = {name: code for code, name in PIL_CODE_TO_INTERPOLATION.items()}
+_MODEL_SUBDIR = "model"
+
+
+# -- where loadSavedModel plugs into the model importers -------------------------------------------
+def import_saved_model(folder: str | Path, family: str | None = None) -> tuple[Path, ModelSpec]:
+    """Turn what ``loadSavedModel(folder, spark)`` was given into a model directory and its spec.
+
+    Today it accepts a sparkvision model directory (``model.onnx`` + ``sparkvision.json``, as written
+    by ``sparkvision import`` or found in the cache). This is the single place where importing other
+    checkpoints (a Hugging Face ``save_pretrained`` folder, ...) plugs in: convert ``folder`` into a
+    model directory (in the cache) and return it. ``family`` is the stage's family (``"vit"``,
+    ``"swin"``, ``"convnext"``, ``"efficientnet_lite"``) or ``None`` for the generic stage.
+    """
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(f"loadSavedModel: {path} does not exist")
+    if is_model_dir(path):
+        return path, load_model_dir(path)
+    raise ModelImportError(
+        f"loadSavedModel: {path} is not a sparkvision model directory (model.onnx + sparkvision.json). "
+        "Convert a checkpoint first with `sparkvision import`, then pass the resulting directory"
+    )
+
+
+# -- driver-side model facts, cached per file version ------------------------------------------------
+_SPECS: dict[tuple[str, int, int], ModelSpec] = {}
+_INPUT_SIZES: dict[tuple[str, int, int], tuple[int | None, int | None]] = {}
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _load_spec(model_dir: Path) -> ModelSpec:
+    try:
+        key = _stamp(model_dir / "sparkvision.json")
+    except OSError as exc:
+        raise ModelFormatError(f"{model_dir} is not a sparkvision model directory") from exc
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _SPECS[key] = load_model_dir(model_dir)
+    return spec
+
+
+def _onnx_input_size(model_dir: Path) -> tuple[int | None, int | None]:
+    """The fixed height/width of the model's image input, ``None`` where it is dynamic."""
+    model_file = model_dir / MODEL_FILE
+    key = _stamp(model_file)
+    if key not in _INPUT_SIZES:
+        import onnx
+
+        graph = onnx.load(str(model_file), load_external_data=False).graph
+        initialisers = {i.name for i in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in initialisers]
+        dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+        sizes = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        _INPUT_SIZES[key] = (sizes[2], sizes[3]) if len(sizes) == 4 else (None, None)
+    return _INPUT_SIZES[key]
+
+
+def _available_models() -> str:
+    return ", ".join(row.name for row in list_models()) or "none"
+
+
+def _float_list(value: Any) -> list[float]:
+    return TypeConverters.toListFloat(value)
+
+
+class ImageClassifierModel(Model, MLReadable, MLWritable):
+    """Classifies the images of an image annotation column (see the module docstring)."""
+
+    #: Family of the models this class is meant for (``None``: any).
+    family: ClassVar[str | None] = None
+    #: The name ``pretrained()`` uses when given none.
+    default_pretrained: ClassVar[str] = DEFAULT_MODEL
+    #: Param defaults of a model-less instance (Spark NLP's values for the family).
+    family_defaults: ClassVar[dict[str, Any]] = {
+        "size": 224,
+        "resample": 2,
+        "imageMean": [0.5, 0.5, 0.5],
+        "imageStd": [0.5, 0.5, 0.5],
+        "cropPct": 1.0,
+        "resizeMode": "squash",
+    }
+
+    inputCols: Param[list[str]] = Param(
+        Params._dummy(), "inputCols", "image annotation column", typeConverter=TypeConverters.toListString
+    )
+    outputCol: Param[str] = Param(
+        Params._dummy(), "outputCol", "category annotation column to create", TypeConverters.toString
+    )
+    batchSize: Param[int] = Param(
+        Params._dummy(), "batchSize", "images per inference batch within a partition", TypeConverters.toInt
+    )
+    doResize: Param[bool] = Param(
+        Params._dummy(),
+        "doResize",
+        "resize the image (else it must be size × size)",
+        TypeConverters.toBoolean,
+    )
+    doNormalize: Param[bool] = Param(
+        Params._dummy(), "doNormalize", "normalise with imageMean / imageStd", TypeConverters.toBoolean
+    )
+    size: Param[int] = Param(Params._dummy(), "size", "side of the model input, pixels", TypeConverters.toInt)
+    imageMean: Param[list[float]] = Param(
+        Params._dummy(), "imageMean", "per-channel (RGB) mean on rescaled pixels", TypeConverters.toListFloat
+    )
+    imageStd: Param[list[float]] = Param(
+        Params._dummy(), "imageStd", "per-channel (RGB) std on rescaled pixels", TypeConverters.toListFloat
+    )
+    resample: Param[int] = Param(
+        Params._dummy(),
+        "resample",
+        "Pillow resampling filter: 0 nearest, 2 bilinear, 3 bicubic (1 lanczos, 4 box, 5 hamming)",
+        TypeConverters.toInt,
+    )
+    doRescale: Param[bool] = Param(
+        Params._dummy(), "doRescale", "multiply pixels (0-255) by rescaleFactor", TypeConverters.toBoolean
+    )
+    rescaleFactor: Param[float] = Param(
+        Params._dummy(), "rescaleFactor", "pixel scale factor (1/255)", TypeConverters.toFloat
+    )
+    cropPct: Param[float] = Param(
+        Params._dummy(),
+        "cropPct",
+        "fraction kept by the centre crop: the short side is resized to size / cropPct",
+        TypeConverters.toFloat,
+    )
+    resizeMode: Param[str] = Param(
+        Params._dummy(),
+        "resizeMode",
+        "'crop' (short side to size/cropPct, centre crop), 'squash' (to size × size) or 'squash_crop'",
+        TypeConverters.toString,
+    )
+    topK: Param[int] = Param(
+        Params._dummy(), "topK", "labels kept per image in the metadata", TypeConverters.toInt
+    )
+    includeEmbeddings: Param[bool] = Param(
+        Params._dummy(),
+        "includeEmbeddings",
+        "fill each annotation's embeddings with the image embedding (models that export one)",
+        TypeConverters.toBoolean,
+    )
+    onnxThreads: Param[int] = Param(
+        Params._dummy(),
+        "onnxThreads",
+        "ONNX Runtime threads per task (0: spark.task.cpus)",
+        TypeConverters.toInt,
+    )
+    modelPath: Param[str] = Param(
+        Params._dummy(), "modelPath", "local sparkvision model directory", TypeConverters.toString
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCols: list[str] | None = None,
+        outputCol: str | None = None,
+        batchSize: int | None = None,
+        topK: int | None = None,
+        modelPath: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._setDefault(
+            inputCols=["image_assembler"],
+            outputCol="class",
+            batchSize=2,
+            doResize=True,
+            doNormalize=True,
+            doRescale=True,
+            rescaleFactor=1 / 255,
+            topK=5,
+            includeEmbeddings=False,
+            onnxThreads=0,
+            **self.family_defaults,
+        )
+        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
+        if "modelPath" in kwargs:  # first: it sets every preprocessing param from the model
+            self.setModelPath(kwargs.pop("modelPath"))
+        self.setParams(**kwargs)
+
+    def setParams(self, **kwargs: Any) -> ImageClassifierModel:
+        """Set several params at once (validated like the individual setters)."""
+        for name, value in kwargs.items():
+            setter = getattr(self, "set" + name[0].upper() + name[1:], None)
+            if setter is None or not self.hasParam(name):
+                raise ConfigError(f"{type(self).__name__} has no param {name!r}")
+            setter(value)
+        return self
+
+    # -- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def pretrained(
+        cls, name: str | None = None, lang: str = "en", remote_loc: str | None = None
+    ) -> ImageClassifierModel:
+        """A stage for a catalogue or cached model name (default: the class's default model).
+
+        Models come from sparkvision's catalogue and cache (``sparkvision models list``), never from a
+        remote location at run time: ``remote_loc`` must be ``None`` and ``lang`` ``"en"`` (image models
+        have no language; the argument exists for Spark NLP compatibility).
+        """
+        if remote_loc is not None:
+            raise ConfigError(
+                "remote_loc is not supported: sparkvision loads models from its catalogue and cache "
+                "(`sparkvision models list`); import a local checkpoint with loadSavedModel(path, spark)"
+            )
+        if lang not in ("en", "xx"):
+            raise ConfigError(f"lang must be 'en' (image models have no language), got {lang!r}")
+        name = name or cls.default_pretrained
+        try:
+            model_dir, spec = resolve_model(name)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"{exc} Available models: {_available_models()}.") from exc
+        return cls._from_model(model_dir, spec)
+
+    @classmethod
+    def loadSavedModel(cls, folder: str, spark: Any = None) -> ImageClassifierModel:
+        """A stage for a model folder: a sparkvision model directory (local, or on any Hadoop
+        filesystem Spark can read, such as ``hdfs://`` — then ``spark`` is needed to copy it)."""
+        text = str(folder)
+        if urlparse(text).scheme not in ("", "file") and spark is not None:
+            text = str(local_model_from(spark, text))
+        model_dir, spec = import_saved_model(text.removeprefix("file:"), cls.family)
+        return cls._from_model(model_dir, spec)
+
+    @classmethod
+    def _from_model(cls, model_dir: Path, spec: ModelSpec) -> ImageClassifierModel:
+        if spec.task != "classification":
+            raise ConfigError(
+                f"model {spec.name!r} is a {spec.task} model; {cls.__name__} needs a classification model"
+            )
+        if cls.family is not None and spec.family != cls.family:
+            log.warning(
+                "%s loaded model %r of family %r (expected %r); its own preprocessing is used",
+                cls.__name__,
+                spec.name,
+                spec.family,
+                cls.family,
+            )
+        stage = cls()
+        stage._load_model_params(model_dir, spec)
+        return stage
+
+    def _load_model_params(self, model_dir: Path, spec: ModelSpec) -> None:
+        """Point at a model and set every preprocessing param from its spec."""
+        pre = spec.preprocess
+        self._set(
+            modelPath=str(model_dir),
+            size=pre.size,
+            doResize=pre.do_resize,
+            resizeMode=pre.resize,
+            cropPct=pre.crop_pct,
+            resample=_INTERPOLATION_TO_PIL_CODE[pre.interpolation],
+            doRescale=pre.do_rescale,
+            rescaleFactor=pre.rescale_factor,
+            doNormalize=pre.do_normalize,
+            imageMean=list(pre.mean),
+            imageStd=list(pre.std),
+        )
+
+    # -- the model ----------------------------------------------------------------------------------
+    def _model_dir(self) -> Path:
+        if not self.isDefined(self.modelPath):
+            raise ConfigError(
+                f"{type(self).__name__} has no model: create it with .pretrained(name) or "
+                ".loadSavedModel(path, spark)"
+            )
+        return Path(self.getModelPath())
+
+    def getModelSpec(self) -> ModelSpec:
+        """The model's spec with the current params applied (what ``transform`` will use)."""
+        model_dir = self._model_dir()
+        spec = _load_spec(model_dir)
+        try:
+            preprocess = dataclasses.replace(
+                spec.preprocess,
+                size=self.getSize(),
+                resize=self.getResizeMode(),
+                crop_pct=self.getCropPct(),
+                interpolation=PIL_CODE_TO_INTERPOLATION[self.getResample()],
+                do_resize=self.getDoResize(),
+                do_rescale=self.getDoRescale(),
+                rescale_factor=self.getRescaleFactor(),
+                do_normalize=self.getDoNormalize(),
+                mean=tuple(self.getImageMean()),
+                std=tuple(self.getImageStd()),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{type(self).__name__}: invalid preprocessing params: {exc}") from exc
+        height, width = _onnx_input_size(model_dir)
+        if any(side is not None and side != self.getSize() for side in (height, width)):
+            raise ConfigError(
+                f"model {spec.name!r} takes {height}×{width} inputs; size={self.getSize()} cannot be used"
+            )
+        return spec.with_changes(preprocess=preprocess)
+
+    def getClasses(self) -> list[str]:
+        """The model's labels, in output order."""
+        return list(_load_spec(self._model_dir()).labels)
+
+    # -- transform --------------------------------------------------------------------------------
+    def _input_col(self) -> str:
+        cols = self.getInputCols()
+        if len(cols) != 1:
+            raise ConfigError(
+                f"{type(self).__name__} reads exactly one image annotation column, got inputCols={cols}"
+            )
+        return cols[0]
+
+    def _check_columns(self, dataset: DataFrame) -> tuple[str, str]:
+        input_col, output_col = self._input_col(), self.getOutputCol()
+        fields = {f.name: f for f in dataset.schema.fields}
+        if input_col not in fields:
+            raise ConfigError(
+                f"{type(self).__name__}: input column {input_col!r} not found (columns: {', '.join(fields)}); "
+                "create it with ImageAssembler().setOutputCol(...) and setInputCols([...]) to it"
+            )
+        if not is_annotation_array(fields[input_col].dataType, IMAGE):
+            raise ConfigError(
+                f"{type(self).__name__}: column {input_col!r} is {fields[input_col].dataType.simpleString()}, "
+                "not an image annotation column; put an ImageAssembler before this stage and read its output"
+            )
+        if output_col in fields:
+            raise ConfigError(
+                f"{type(self).__name__}: output column {output_col!r} already exists; choose another with "
+                "setOutputCol() or drop that column first"
+            )
+        return input_col, output_col
+
+    def _job(self, model_ref: str) -> ClassifyJob:
+        spec = self.getModelSpec()
+        top_k = self.getTopK()
+        if not 1 <= top_k <= spec.num_classes:
+            raise ConfigError(
+                f"topK must be between 1 and {spec.num_classes} (the model's classes), got {top_k}"
+            )
+        if self.getIncludeEmbeddings() and not spec.has_embeddings:
+            raise ConfigError(f"model {spec.name!r} does not export image embeddings")
+        return ClassifyJob(
+            model_ref=model_ref,
+            preprocess=spec.preprocess.to_dict(),
+            top_k=top_k,
+            batch_size=self.getBatchSize(),
+            embeddings=self.getIncludeEmbeddings(),
+            threads=self.getOnnxThreads(),
+        )
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        input_col, output_col = self._check_columns(dataset)
+        job = self._job("")  # validates every param on the driver, before anything is shipped
+        job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
+        image = F.col(input_col)[0]
+        row = F.struct(
+            image["origin"].alias("origin"),
+            image["height"].alias("height"),
+            image["width"].alias("width"),
+            image["nChannels"].alias("nChannels"),
+            image["mode"].alias("mode"),
+            image["result"].alias("data"),
+            F.coalesce(image["metadata"]["encoding"] == F.lit(ENCODED_FILE), F.lit(False)).alias("encoded"),
+        )
+        annotations = F.array(make_classify_udf(job)(row))
+        return dataset.withColumn(
+            output_col, annotations.alias(output_col, metadata={"annotatorType": CATEGORY})
+        )
+
+    # -- persistence --------------------------------------------------------------------------------
+    def write(self) -> MLWriter:
+        """A writer that stores the params *and a copy of the model directory* (self-contained)."""
+        return _ClassifierWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _ClassifierReader(cls)
+
+    # -- params: setters return self, getters always work -----------------------------------------
+    def setInputCols(self, *value: Any) -> ImageClassifierModel:
+        """Sets the image annotation column: ``setInputCols(["image_assembler"])`` or ``("image_assembler")``."""
+        cols = list(value[0]) if len(value) == 1 and isinstance(value[0], (list, tuple)) else list(value)
+        return self._set(inputCols=cols)
+
+    def getInputCols(self) -> list[str]:
+        return self.getOrDefault(self.inputCols)
+
+    def setOutputCol(self, value: str) -> ImageClassifierModel:
+        return self._set(outputCol=value)
+
+    def getOutputCol(self) -> str:
+        return self.getOrDefault(self.outputCol)
+
+    def setBatchSize(self, value: int) -> ImageClassifierModel:
+        """Images per inference batch within a partition (Spark NLP's default: 2)."""
+        return self._set(batchSize=_at_least(1, value, "batchSize"))
+
+    def getBatchSize(self) -> int:
+        return self.getOrDefault(self.batchSize)
+
+    def setDoResize(self, value: bool) -> ImageClassifierModel:
+        return self._set(doResize=value)
+
+    def getDoResize(self) -> bool:
+        return self.getOrDefault(self.doResize)
+
+    def setDoNormalize(self, value: bool) -> ImageClassifierModel:
+        return self._set(doNormalize=value)
+
+    def getDoNormalize(self) -> bool:
+        return self.getOrDefault(self.doNormalize)
+
+    def setSize(self, value: int) -> ImageClassifierModel:
+        return self._set(size=_at_least(1, value, "size"))
+
+    def getSize(self) -> int:
+        return self.getOrDefault(self.size)
+
+    def setImageMean(self, value: list[float]) -> ImageClassifierModel:
+        return self._set(imageMean=_rgb(value, "imageMean"))
+
+    def getImageMean(self) -> list[float]:
+        return list(self.getOrDefault(self.imageMean))
+
+    def setImageStd(self, value: list[float]) -> ImageClassifierModel:
+        values = _rgb(value, "imageStd")
+        if any(v == 0 for v in values):
+            raise ConfigError("imageStd must not contain zeros")
+        return self._set(imageStd=values)
+
+    def getImageStd(self) -> list[float]:
+        return list(self.getOrDefault(self.imageStd))
+
+    def setResample(self, value: int) -> ImageClassifierModel:
+        if int(value) not in PIL_CODE_TO_INTERPOLATION:
+            raise ConfigError(
+                f"resample must be a Pillow filter code (0 nearest, 2 bilinear, 3 bicubic; 1, 4, 5), got {value!r}"
+            )
+        return self._set(resample=int(value))
+
+    def getResample(self) -> int:
+        return self.getOrDefault(self.resample)
+
+    def setDoRescale(self, value: bool) -> ImageClassifierModel:
+        return self._set(doRescale=value)
+
+    def getDoRescale(self) -> bool:
+        return self.getOrDefault(self.doRescale)
+
+    def setRescaleFactor(self, value: float) -> ImageClassifierModel:
+        return self._set(rescaleFactor=value)
+
+    def getRescaleFactor(self) -> float:
+        return self.getOrDefault(self.rescaleFactor)
+
+    def setCropPct(self, value: float) -> ImageClassifierModel:
+        if not 0 < float(value) <= 1:
+            raise ConfigError(f"cropPct must be in (0, 1], got {value!r}")
+        return self._set(cropPct=value)
+
+    def getCropPct(self) -> float:
+        return self.getOrDefault(self.cropPct)
+
+    def setResizeMode(self, value: str) -> ImageClassifierModel:
+        PreprocessSpec(resize=value)  # type: ignore[arg-type]  # validates the name
+        return self._set(resizeMode=value)
+
+    def getResizeMode(self) -> str:
+        return self.getOrDefault(self.resizeMode)
+
+    def setTopK(self, value: int) -> ImageClassifierModel:
+        """How many labels (with scores) each annotation's metadata keeps, best first."""
+        return self._set(topK=_at_least(1, value, "topK"))
+
+    def getTopK(self) -> int:
+        return self.getOrDefault(self.topK)
+
+    def setIncludeEmbeddings(self, value: bool) -> ImageClassifierModel:
+        return self._set(includeEmbeddings=value)
+
+    def getIncludeEmbeddings(self) -> bool:
+        return self.getOrDefault(self.includeEmbeddings)
+
+    def setOnnxThreads(self, value: int) -> ImageClassifierModel:
+        return self._set(onnxThreads=_at_least(0, value, "onnxThreads"))
+
+    def getOnnxThreads(self) -> int:
+        return self.getOrDefault(self.onnxThreads)
+
+    def setModelPath(self, value: str) -> ImageClassifierModel:
+        """Point at another local model directory (its preprocessing params are loaded too)."""
+        path = Path(value)
+        self._load_model_params(path, _load_spec(path))
+        return self
+
+    def getModelPath(self) -> str:
+        return self.getOrDefault(self.modelPath)
+
+
+def _at_least(minimum: int, value: Any, name: str) -> int:
+    number = TypeConverters.toInt(value)
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value!r}")
+    return number
+
+
+def _rgb(value: Any, name: str) -> list[float]:
+    values = _float_list(value)
+    if len(values) != 3:
+        raise ConfigError(f"{name} needs 3 numbers (R, G, B), got {values}")
+    return values
+
+
+# -- persistence ----------------------------------------------------------------------------------
+class _ClassifierWriter(MLWriter):
+    """Writes ``metadata/`` (params, as Spark ML does) plus ``model/`` (a copy of the model dir)."""
+
+    def __init__(self, instance: ImageClassifierModel) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        stage = self.instance
+        model_dir = stage._model_dir()
+        spec = _load_spec(model_dir)
+        params = {p.name: v for p, v in stage._paramMap.items() if p.name != "modelPath"}
+        DefaultParamsWriter.saveMetadata(
+            stage,
+            path,
+            self.sparkSession,
+            extraMetadata={"sparkvision": {"model": spec.name, "family": spec.family}},
+            paramMap=params,
+        )
+        copy_model_to(self.sparkSession, model_dir, f"{path.rstrip('/')}/{_MODEL_SUBDIR}")
+
+
+class _ClassifierReader(MLReader):
+    def __init__(self, cls: type[ImageClassifierModel]) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> ImageClassifierModel:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        stage = self.cls()
+        stage._resetUid(metadata["uid"])
+        model_dir = local_model_from(self.sparkSession, f"{path.rstrip('/')}/{_MODEL_SUBDIR}")
+        # The model first (it sets every preprocessing param), then the saved params over it.
+        stage._load_model_params(model_dir, _load_spec(model_dir))
+        DefaultParamsReader.getAndSetParams(stage, metadata, skipParams=["modelPath"])
+        return stage
+
+
+# -- the Spark NLP-named stages -------------------------------------------------------------------
+class EfficientNetForImageClassification(ImageClassifierModel):
+    """EfficientNet-Lite image classification (ImageNet-1k); ``pretrained()`` is ``efficientnet_lite0``."""
+
+    family = "efficientnet_lite"
+    default_pretrained = "efficientnet_lite0"
+    family_defaults: ClassVar[dict[str, Any]] = {
+        "size": 224,
+        "resample": 3,
+        "imageMean": [0.5, 0.5, 0.5],
+        "imageStd": [0.5, 0.5, 0.5],
+        "cropPct": 0.875,
+        "resizeMode": "crop",
+    }
+
+
+class ViTForImageClassification(ImageClassifierModel):
+    """Vision Transformer classification (Hugging Face ViT checkpoints, imported)."""
+
+    family = "vit"
+    default_pretrained = "image_classifier_vit_base_patch16_224"
+    family_defaults: ClassVar[dict[str, Any]] = {
+        "size": 224,
+        "resample": 2,
+        "imageMean": [0.5, 0.5, 0.5],
+        "imageStd": [0.5, 0.5, 0.5],
+        "cropPct": 1.0,
+        "resizeMode": "squash",
+    }
+
+
+class SwinForImageClassification(ImageClassifierModel):
+    """Swin Transformer classification (Hugging Face Swin checkpoints, imported)."""
+
+    family = "swin"
+    default_pretrained = "image_classifier_swin_base_patch4_window7_224"
+    family_defaults: ClassVar[dict[str, Any]] = {
+        "size": 224,
+        "resample": 3,
+        "imageMean": list(IMAGENET_MEAN),
+        "imageStd": list(IMAGENET_STD),
+        "cropPct": 1.0,
+        "resizeMode": "squash",
+    }
+
+
+class ConvNextForImageClassification(ImageClassifierModel):
+    """ConvNeXt classification (Hugging Face ConvNeXt checkpoints, imported)."""
+
+    family = "convnext"
+    default_pretrained = "image_classifier_convnext_tiny_224_local"
+    family_defaults: ClassVar[dict[str, Any]] = {
+        "size": 224,
+        "resample": 3,
+        "imageMean": list(IMAGENET_MEAN),
+        "imageStd": list(IMAGENET_STD),
+        "cropPct": 224 / 256,
+        "resizeMode": "crop",
+    }

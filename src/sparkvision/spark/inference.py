@@ -1,0 +1,236 @@
+"""What runs inside Spark's Python workers: batched classification with a per-process model cache.
+
+The classifier stage sends only a small :class:`ClassifyJob` (a model reference and a few options, a
+few hundred bytes) to the executors — never the model. Each Python worker resolves the model
+directory (shipped with ``SparkContext.addFile``, see :mod:`.shipping`) and keeps one
+:class:`~sparkvision.Classifier` per (model, preprocessing, threads) in a module-level cache; the
+ONNX Runtime session itself is cached by :func:`sparkvision.engine.get_engine`. Spark reuses Python
+workers between tasks (``spark.python.worker.reuse``, on by default), so a worker loads a model once
+and classifies every later batch and task with it.
+
+Rows arrive as Arrow batches (an iterator pandas UDF; Spark bounds each batch by
+``spark.sql.execution.arrow.maxRecordsPerBatch`` and ``...maxBytesPerBatch``) and are classified in
+chunks of the stage's ``batchSize`` by the same core as the CLI. Every row yields exactly one
+annotation, in order; a row that cannot be read yields an annotation with ``metadata["error"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..classify import Classifier
+from ..errors import ImageDecodeError, ModelFormatError
+from ..images import decode_bgr_struct
+from ..models.store import is_model_dir, load_model_dir
+from ..preprocess import PreprocessSpec
+from .annotations import CATEGORY_ANNOTATION, ImageInput, category_annotation
+
+__all__ = [
+    "ClassifyJob",
+    "classify_images",
+    "make_classify_udf",
+    "worker_cache_info",
+    "worker_classifier",
+]
+
+_OUTPUT_COLUMNS = [f.name for f in CATEGORY_ANNOTATION.fields]
+
+
+@dataclass(frozen=True)
+class ClassifyJob:
+    """Everything an executor needs to classify rows (small: it is pickled into every task).
+
+    ``model_ref`` names the model directory among the files added with ``SparkContext.addFile``;
+    ``preprocess`` is the effective :class:`PreprocessSpec` (the stage's params applied) as a dict.
+    ``threads``: ONNX Runtime threads per task, 0 meaning ``spark.task.cpus``.
+    """
+
+    model_ref: str
+    preprocess: dict[str, Any] = field(hash=False)
+    top_k: int = 5
+    batch_size: int = 2
+    embeddings: bool = False
+    threads: int = 0
+    decode_workers: int | None = None
+
+
+# -- the per-process cache ---------------------------------------------------------------------------
+_CACHE: dict[tuple[str, str, int | None, int | None], Classifier] = {}
+_CACHE_LOCK = threading.Lock()
+_STATS = {"sessions_created": 0, "batches": 0, "rows": 0}
+
+
+def worker_classifier(
+    model_dir: str | Path,
+    preprocess: dict[str, Any],
+    *,
+    threads: int | None = None,
+    decode_workers: int | None = None,
+) -> Classifier:
+    """The process-wide classifier for a model directory and preprocessing (created on first use)."""
+    key = (str(model_dir), json.dumps(preprocess, sort_keys=True), threads, decode_workers)
+    with _CACHE_LOCK:
+        classifier = _CACHE.get(key)
+        if classifier is None:
+            spec = load_model_dir(model_dir)
+            spec = spec.with_changes(preprocess=PreprocessSpec.from_dict(dict(preprocess)))
+            classifier = Classifier(model_dir, spec, threads=threads, decode_workers=decode_workers)
+            engine = classifier.engine  # shared by every classifier of this model file and threads
+            if engine._session is None:
+                _ = engine.session  # load now, under the lock: one session per model per process
+                _STATS["sessions_created"] += 1
+            _CACHE[key] = classifier
+        return classifier
+
+
+def worker_cache_info() -> dict[str, Any]:
+    """This process's cache, for tests and diagnosis: ONNX sessions created, classifiers cached,
+    distinct model directories among them, batches and rows classified, and the process id."""
+    with _CACHE_LOCK:
+        return {
+            **_STATS,
+            "classifiers": len(_CACHE),
+            "model_dirs": len({(key[0], key[2]) for key in _CACHE}),
+            "pid": os.getpid(),
+        }
+
+
+def _task_threads(job: ClassifyJob) -> int | None:
+    if job.threads > 0:
+        return job.threads
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return context.cpus() if context is not None else None
+
+
+def _shipped_model_dir(job: ClassifyJob) -> Path:
+    from pyspark import SparkFiles
+
+    path = Path(SparkFiles.get(job.model_ref))
+    if not is_model_dir(path):
+        raise ModelFormatError(
+            f"the model directory {job.model_ref!r} did not reach this executor ({path} is not a "
+            "sparkvision model); it is distributed with SparkContext.addFile by the classifier stage"
+        )
+    return path
+
+
+# -- classification of one batch --------------------------------------------------------------------
+def _as_int(value: Any) -> int | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value)
+
+
+def classify_images(
+    classifier: Classifier,
+    images: Sequence[ImageInput],
+    *,
+    top_k: int,
+    batch_size: int,
+    embeddings: bool = False,
+) -> list[dict[str, Any]]:
+    """Classify image annotations' contents; one category annotation (a dict) per image, in order.
+
+    Spark image-source rows (raw BGR/BGRA/gray) are converted to RGB here; encoded files (binaryFile)
+    are decoded by the core, exactly as the CLI decodes files.
+    """
+    sources: list[Any] = []
+    early_errors: dict[int, str] = {}
+    for i, image in enumerate(images):
+        source: Any = None
+        if image.error is not None:
+            early_errors[i] = image.error
+        elif image.data is not None and image.encoded:
+            source = bytes(image.data)
+        elif image.data is not None:
+            try:
+                source = decode_bgr_struct(
+                    _as_int(image.height) or 0,
+                    _as_int(image.width) or 0,
+                    _as_int(image.n_channels) or 0,
+                    _as_int(image.mode) if image.mode is not None else -1,
+                    bytes(image.data),
+                )
+            except ImageDecodeError as exc:
+                early_errors[i] = str(exc)
+        sources.append(source)
+    predictions = classifier.classify_batch(
+        sources, top_k=top_k, batch_size=batch_size, embeddings=embeddings
+    )
+    if len(predictions) != len(images):  # the core's contract; a mismatch would misalign rows
+        raise RuntimeError(f"{len(predictions)} predictions for {len(images)} images")
+    annotations = []
+    for i, (image, prediction) in enumerate(zip(images, predictions)):
+        if i in early_errors:
+            prediction = dataclasses.replace(prediction, error=early_errors[i])
+        annotations.append(category_annotation(image, prediction))
+    return annotations
+
+
+def _frame_images(frame: pd.DataFrame) -> list[ImageInput]:
+    return [
+        ImageInput(
+            origin=origin,
+            height=_as_int(height),
+            width=_as_int(width),
+            n_channels=_as_int(channels),
+            mode=_as_int(mode),
+            data=data,
+            encoded=bool(encoded) if encoded is not None else False,
+        )
+        for origin, height, width, channels, mode, data, encoded in zip(
+            frame["origin"],
+            frame["height"],
+            frame["width"],
+            frame["nChannels"],
+            frame["mode"],
+            frame["data"],
+            frame["encoded"],
+        )
+    ]
+
+
+def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The body of the pandas UDF: image rows in, category annotation structs out (same length)."""
+    classifier: Classifier | None = None
+    for frame in batches:
+        if classifier is None:
+            classifier = worker_classifier(
+                _shipped_model_dir(job),
+                job.preprocess,
+                threads=_task_threads(job),
+                decode_workers=job.decode_workers,
+            )
+        annotations = classify_images(
+            classifier,
+            _frame_images(frame),
+            top_k=job.top_k,
+            batch_size=job.batch_size,
+            embeddings=job.embeddings,
+        )
+        with _CACHE_LOCK:
+            _STATS["batches"] += 1
+            _STATS["rows"] += len(annotations)
+        yield pd.DataFrame.from_records(annotations, columns=_OUTPUT_COLUMNS)
+
+
+def make_classify_udf(job: ClassifyJob):
+    """An iterator pandas UDF: struct<origin, height, width, nChannels, mode, data, encoded> → category."""
+    from pyspark.sql.functions import pandas_udf
+
+    def classify_images_udf(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return classify_batches(job, batches)
+
+    return pandas_udf(classify_images_udf, returnType=CATEGORY_ANNOTATION)  # type: ignore[call-overload]
