@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from .dataset import LabelledImages, check_label, discover_dataset, labelled_images
 from .embeddings import EmbeddingCache, Embeddings, embed_files, model_fingerprint
-from .evaluate import ClassMatch, ClassMetrics, Evaluation, evaluate, map_classes
+from .evaluation import ClassMatch, ClassMetrics, Evaluation, evaluate, map_classes
 from .export import fuse_head
 from .head import DEFAULT_HEAD, HEAD_KINDS, HeadFit, LinearHead, fit_head
-from .train import TrainResult, split_train_val, train
+from .trainer import TrainResult, split_train_val, train
 
 __all__ = [
     "DEFAULT_HEAD",

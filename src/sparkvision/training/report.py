@@ -1,4 +1,4 @@
-"""Write an :class:`~sparkvision.training.evaluate.Evaluation` to a folder people can open.
+"""Write an :class:`~sparkvision.training.evaluation.Evaluation` to a folder people can open.
 
 * ``report.md`` — summary, per-class table, most-confused pairs, unmapped classes, unreadable images,
   and the confusion matrix image (Markdown renders on GitHub, in editors and with any converter);
@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .evaluate import Evaluation
+    from .evaluation import Evaluation
 
 __all__ = ["plot_confusion_matrix", "write_report"]
 
