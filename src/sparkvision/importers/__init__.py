@@ -172,7 +172,8 @@ def import_model(
         activation=activation, output=output, embeddings_output=embeddings_output, license=license,
     )  # fmt: skip
     if target.exists() and not replace:
-        return _existing(target, source, kind, weights)
+        overrides = (labels, preprocess, activation, output, embeddings_output, license)
+        return _existing(target, source, kind, weights, any(o is not None for o in overrides))
     log.info("importing %s into %s", source, target)
     build_model_dir(target, build, replace=replace)
     return target
@@ -233,21 +234,24 @@ def _checkpoint(source: str | Path, name: str) -> tuple[Path, str | None]:
     return Path(text).expanduser(), None
 
 
-def _existing(target: Path, source: str | Path, kind: str, weights: str | Path | None) -> Path:
-    """An import whose target exists: the same weights give the same model, anything else is refused."""
+def _existing(
+    target: Path, source: str | Path, kind: str, weights: str | Path | None, overrides: bool
+) -> Path:
+    """An import whose target exists: the same weights with no options give the same model, anything
+    else is refused (``replace=True`` / ``--force`` overwrites)."""
     try:
         spec = load_model_dir(target)
     except Exception as exc:
         raise ModelImportError(
             f"{target} exists but is not a usable model ({exc}); pass replace=True (--force) to overwrite it"
         ) from exc
-    digest = _source_digest(source, kind, weights)
+    digest = None if overrides else _source_digest(source, kind, weights)
     if digest is not None and digest == spec.weights_sha256:
         log.info("%s is already imported as %s", source, target)
         return target
     raise ModelImportError(
-        f"a different model named {spec.name!r} already exists at {target}; choose another name "
-        f"(--name) or overwrite it (--force / replace=True)"
+        f"a {'' if overrides else 'different '}model named {spec.name!r} already exists at {target}; choose "
+        f"another name (--name) or overwrite it (--force / replace=True)"
     )
 
 
@@ -261,6 +265,10 @@ def _source_digest(source: str | Path, kind: str, weights: str | Path | None) ->
             return sha256_files(checkpoint_weight_files(Path(source).expanduser()))
         if kind == "timm" and weights is not None:
             return sha256_files([Path(weights)])
+        if kind == "timm-dir":
+            from .timm_import import _hub_directory
+
+            return sha256_files([_hub_directory(Path(source))[0]])
         if kind == "onnx":
             return sha256_files([Path(source)])
     except (ModelImportError, OSError):
