@@ -108,6 +108,19 @@ class Server:
         self.__exit__()
         raise SystemExit("the server's model did not load in time")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux; NaN elsewhere).
+
+        Less sensitive than wall time to other work on a shared machine: it counts what this
+        server spent, not how long it waited for a core.
+        """
+        assert self.process is not None
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> dict[str, Any]:
         import httpx
 
@@ -180,15 +193,18 @@ async def run_load(
 
 
 def measure(server: Server, label: str, clients: int, args: argparse.Namespace, photos) -> dict[str, Any]:
-    before = server.stats()
+    before, cpu_before = server.stats(), server.cpu_seconds()
     row = asyncio.run(run_load(server.url, photos, clients, args.duration, args.warmup))
-    after = server.stats()
+    after, cpu_after = server.stats(), server.cpu_seconds()
     batches = after.get("batches", 0) - before.get("batches", 0)
     images = after.get("images", 0) - before.get("images", 0)
-    row.update(server=label, mean_batch=images / batches if batches else 0.0)
+    # CPU per request over warm-up and timed window together (both are steady load).
+    cpu_ms = 1000.0 * (cpu_after - cpu_before) / images if images else float("nan")
+    row.update(server=label, mean_batch=images / batches if batches else 0.0, cpu_ms_per_request=cpu_ms)
     print(
         f"  {label:<14} {clients:>3} clients: {row['rps']:6.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
-        f"p95 {row['p95_ms']:7.1f} ms  errors {row['errors']}  mean batch {row['mean_batch']:.1f}",
+        f"p95 {row['p95_ms']:7.1f} ms  errors {row['errors']}  mean batch {row['mean_batch']:.1f}  "
+        f"server CPU {cpu_ms:.0f} ms/req",
         flush=True,
     )
     return row
@@ -246,10 +262,10 @@ def main() -> None:
         f"(rounds: {', '.join(f'{e:.1f}' for e in embedded)})"
     )
     print(
-        "| clients | micro-batched req/s | p50 ms | p95 ms | errors | mean batch "
-        "| one-at-a-time req/s | p50 ms | p95 ms | speed-up | ÷ embedded |"
+        "| clients | micro-batched req/s | p50 ms | p95 ms | errors | mean batch | CPU ms/req "
+        "| one-at-a-time req/s | p50 ms | p95 ms | CPU ms/req | speed-up | ÷ embedded |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = []
     for clients in args.clients:
         b, s = median_row(batched[clients]), median_row(single[clients])
@@ -257,8 +273,8 @@ def main() -> None:
         summary.append({"clients": clients, "batched": b, "single": s, "speedup": speedup})
         print(
             f"| {clients} | {b['rps']:.1f} | {b['p50_ms']:.0f} | {b['p95_ms']:.0f} | {b['errors']} | "
-            f"{b['mean_batch']:.1f} | {s['rps']:.1f} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | "
-            f"{speedup:.2f}× | {b['rps'] / base:.2f} |"
+            f"{b['mean_batch']:.1f} | {b['cpu_ms_per_request']:.0f} | {s['rps']:.1f} | {s['p50_ms']:.0f} | "
+            f"{s['p95_ms']:.0f} | {s['cpu_ms_per_request']:.0f} | {speedup:.2f}× | {b['rps'] / base:.2f} |"
         )
     if args.json:
         payload = {"embedded_img_per_s": embedded, "summary": summary, "batched": batched, "single": single}
