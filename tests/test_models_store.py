@@ -101,3 +101,11 @@ def test_list_models_shows_catalogue_and_cache(lite0: Classifier) -> None:
 def test_invalid_model_names_are_refused() -> None:
     with pytest.raises(ModelNotFoundError):
         catalogue.resolve_model("bad name with spaces")
+
+
+def test_catalogue_geometry_matches_the_converter() -> None:
+    """The catalogue keeps its own size table (so listing models doesn't import onnx): keep it in step."""
+    from sparkvision.models import efficientnet_lite
+
+    for variant, info in efficientnet_lite.VARIANTS.items():
+        assert catalogue._LITE[variant] == (info.image_size, info.crop_pct)
