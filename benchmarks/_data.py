@@ -17,7 +17,9 @@ EXAMPLES = ROOT / "examples" / "images"
 DEFAULT_DIR = ROOT / "bench-data"
 
 
-def make_jpeg_folder(count: int, folder: Path | None = None, *, min_side: int = 300, max_side: int = 2000) -> Path:
+def make_jpeg_folder(
+    count: int, folder: Path | None = None, *, min_side: int = 300, max_side: int = 2000
+) -> Path:
     """Create (once) ``count`` JPEGs in ``folder`` and return it."""
     folder = folder or DEFAULT_DIR / f"jpegs-{count}-{min_side}-{max_side}"
     done = folder / ".complete"
@@ -25,7 +27,9 @@ def make_jpeg_folder(count: int, folder: Path | None = None, *, min_side: int = 
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(1234)
-    photos = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.iterdir()) if p.suffix in {".jpg", ".png"}]
+    photos = [
+        Image.open(p).convert("RGB") for p in sorted(EXAMPLES.iterdir()) if p.suffix in {".jpg", ".png"}
+    ]
     for i in range(count):
         photo = photos[i % len(photos)]
         long_side = rng.randint(min_side, max_side)

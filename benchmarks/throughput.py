@@ -100,7 +100,9 @@ def peak_rss_mb(folder: Path) -> float:
         "n = sum(1 for _ in clf.classify(sys.argv[1]));"
         "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True
+    )
     return float(out.stdout.split()[1])
 
 
@@ -133,8 +135,10 @@ def main() -> None:
     if args.memory:
         small = peak_rss_mb(folder)
         big = peak_rss_mb(make_jpeg_folder(5 * args.count))
-        print(f"peak RSS: {args.count} images {small:.0f} MB, {5 * args.count} images {big:.0f} MB "
-              f"(growth {100 * (big / small - 1):+.1f}%, target <= +10%)")
+        print(
+            f"peak RSS: {args.count} images {small:.0f} MB, {5 * args.count} images {big:.0f} MB "
+            f"(growth {100 * (big / small - 1):+.1f}%, target <= +10%)"
+        )
         summary.update(rss_small_mb=small, rss_big_mb=big)
     print(f"this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if args.json:
