@@ -41,7 +41,14 @@ from .embeddings import EmbeddingCache, embed_files, model_fingerprint
 from .export import fuse_head
 from .head import DEFAULT_HEAD, HEAD_KINDS, HeadFit, HeadKind, fit_head
 
-__all__ = ["TrainResult", "split_train_val", "train"]
+__all__ = [
+    "TrainResult",
+    "check_target",
+    "export_trained_model",
+    "split_train_val",
+    "stratified_split",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,41 +118,48 @@ class TrainResult:
         }
 
 
-def split_train_val(
-    data: LabelledImages, fraction: float, seed: int
-) -> tuple[LabelledImages, LabelledImages | None]:
-    """A stratified random split: about ``fraction`` of each class goes to validation.
-
-    Every class keeps at least one training and one validation image, so each needs two or more.
-    """
+def stratified_split(
+    targets: Sequence[int], classes: Sequence[str], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)`` of a stratified random split: about ``fraction`` of each class goes
+    to validation, and every class keeps at least one image on each side (so each needs two)."""
     if not 0 <= fraction < 1:
         raise ConfigError(f"the validation split must be at least 0 and below 1, got {fraction}")
     if fraction == 0:
-        return data, None
+        return list(range(len(targets))), []
     rng = np.random.default_rng(seed)
-    targets = np.asarray(data.targets)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
-    too_small = [
-        f"{label!r} ({int((targets == c).sum())})"
-        for c, label in enumerate(data.classes)
-        if (targets == c).sum() < 2
-    ]
+    array = np.asarray(targets)
+    sizes = np.bincount(array, minlength=len(classes)) if len(array) else np.zeros(len(classes), int)
+    too_small = [f"{label!r} ({int(sizes[c])})" for c, label in enumerate(classes) if sizes[c] < 2]
     if too_small:
         raise ConfigError(
             f"classes {', '.join(too_small)} have fewer than 2 images, too few to split into training "
             "and validation; add images, give a separate validation folder (--val), or use --val-split 0"
         )
-    for c in range(len(data.classes)):
-        members = np.flatnonzero(targets == c)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for c in range(len(classes)):
+        members = np.flatnonzero(array == c)
         members = members[rng.permutation(len(members))]
         n_val = min(len(members) - 1, max(1, round(len(members) * fraction)))
         val_idx.extend(members[:n_val].tolist())
         train_idx.extend(members[n_val:].tolist())
-    return data.subset(sorted(train_idx)), data.subset(sorted(val_idx))
+    return sorted(train_idx), sorted(val_idx)
 
 
-def _check_target(name: str, output_dir: str | os.PathLike[str] | None, force: bool) -> Path:
+def split_train_val(
+    data: LabelledImages, fraction: float, seed: int
+) -> tuple[LabelledImages, LabelledImages | None]:
+    """:func:`stratified_split` applied to a data set; no validation part when ``fraction`` is 0."""
+    train_idx, val_idx = stratified_split(data.targets, data.classes, fraction, seed)
+    if not val_idx:
+        return data, None
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def check_target(name: str, output_dir: str | os.PathLike[str] | None, force: bool) -> Path:
+    """Where the model ``name`` will be written; refuses built-in names and (without ``force``)
+    existing models, before any work is done."""
     validate_model_name(name)
     if output_dir is None:
         entry = get_entry(name)
@@ -330,7 +344,7 @@ def train(
     started = time.perf_counter()
     if head not in HEAD_KINDS:
         raise ConfigError(f"unknown head {head!r}; use one of {', '.join(HEAD_KINDS)}")
-    target = _check_target(name, output_dir, force)
+    target = check_target(name, output_dir, force)
     dataset = labelled_images(data)
     _check_training_data(dataset, "training data")
     if val is not None:
