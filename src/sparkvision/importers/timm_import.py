@@ -151,7 +151,11 @@ def import_timm(
         model = timm.create_model(
             arch, pretrained=False, num_classes=num_classes, pretrained_cfg_overlay=overlay
         )
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when strict=False
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3])
+        raise ModelImportError(f"{weights} does not fit timm's {arch}: {detail}") from exc
     if missing or unexpected:
         parts = []
         if missing:
