@@ -171,6 +171,8 @@ def import_model(
         kind, source, name, weights=weights, labels=label_list, preprocess=preprocess,
         activation=activation, output=output, embeddings_output=embeddings_output, license=license,
     )  # fmt: skip
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()  # an empty output directory is just a place to put the model
     if target.exists() and not replace:
         overrides = (labels, preprocess, activation, output, embeddings_output, license)
         return _existing(target, source, kind, weights, any(o is not None for o in overrides))

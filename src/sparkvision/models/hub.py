@@ -183,6 +183,10 @@ class HubModel:
         self.importer = importer
 
     def __call__(self, directory: Path) -> ModelSpec:
+        if self.importer == "timm":  # fail before downloading anything
+            from ..importers.common import require
+
+            require("timm", f"building {self.name} (a timm model; timm needs torchvision as well)")
         checkpoint = download_checkpoint(self.repo_id, name=self.name)
         source = f"{HF_PREFIX}{self.repo_id}"
         if self.importer == "timm":
@@ -334,7 +338,7 @@ _SEED: tuple[tuple[str, str, str, int, int | None, str, str, tuple[str, ...], st
         "densenet",
         224,
         1000,
-        "bsd-3-clause",
+        "apache-2.0",
         "classification",
         ("image_classifier_densenet121",),
         "timm",
