@@ -203,6 +203,9 @@ class _ZeroShotEngine:
         self.text = text
         self.logit_scale = logit_scale
 
+    def __getattr__(self, name: str) -> Any:  # session, input_name, ...: those of the image model
+        return getattr(self.image_engine, name)
+
     def run(self, inputs: Any, outputs: Sequence[str] = ("logits",)) -> list[np.ndarray]:
         unknown = set(outputs) - {"logits", "embeddings"}
         if unknown:

@@ -50,13 +50,11 @@ def _tokenizer() -> Any:
     return transformers.CLIPTokenizer(vocab=vocab, merges=merges)
 
 
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
-    directory = tmp_path_factory.mktemp("clip") / "checkpoint"
+def _clip_checkpoint(directory: Path, legacy_eos: bool = False) -> tuple[Path, Any, Any]:
     tokenizer = _tokenizer()
     text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
             "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+            "eos_token_id": 2 if legacy_eos else tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
     vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
               "image_size": 224, "patch_size": 32}  # fmt: skip
     torch.manual_seed(0)
@@ -67,6 +65,11 @@ def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any
     tokenizer.save_pretrained(directory)
     (directory / "preprocessor_config.json").write_text(__import__("json").dumps(PRE_CLIP))
     return directory, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
+    return _clip_checkpoint(tmp_path_factory.mktemp("clip") / "checkpoint")
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +207,19 @@ def test_zero_shot_runs_without_torch(clip_dir: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_legacy_eos_token_config_pools_at_the_highest_token_id(tmp_path: Path) -> None:
+    """openai/clip-vit-base-patch32's config still says eos_token_id=2: transformers then pools at the
+    argmax of the token ids (the end-of-text token, highest in CLIP's vocabulary); padding must not move it."""
+    checkpoint = _clip_checkpoint(tmp_path / "legacy", legacy_eos=True)
+    assert checkpoint[1].config.text_config.eos_token_id == 2
+    model_dir = import_model(checkpoint[0], "legacy", output_dir=tmp_path / "model")
+    labels = ["cat", "a very long label for padding", "dog"]
+    expected = _hf_probabilities(checkpoint, labels)
+    for prediction, row in zip(
+        Classifier(model_dir).classify([str(p) for p in PHOTOS], candidate_labels=labels), expected
+    ):
+        got = np.zeros(len(labels))
+        got[list(prediction.class_ids)] = prediction.scores
+        assert np.abs(got - row).max() <= 1e-4

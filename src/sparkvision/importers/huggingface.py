@@ -343,6 +343,7 @@ def _load_model(checkpoint: Path, arch: str, weights: list[Path]) -> Any:
     for file in weights:  # refuse pickles with code before transformers opens them
         if file.suffix != ".safetensors":
             load_state_dict(file)
+    transformers.utils.logging.disable_progress_bar()  # one summary line from us is enough
     cls = getattr(transformers, arch, None)
     if cls is None:
         raise ModelImportError(
