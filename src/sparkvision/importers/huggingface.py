@@ -86,7 +86,6 @@ _PROCESSORS = {
     "MobileNetV2ImageProcessor",
     "EfficientNetImageProcessor",
     "CLIPImageProcessor",
-    "BitImageProcessor",
 }
 _WEIGHT_FILES = (
     ("model.safetensors.index.json", "model.safetensors"),
@@ -384,16 +383,16 @@ def import_hf_checkpoint(
     checkpoint = Path(checkpoint)
     config = _read_config(checkpoint)
     arch = _architecture(config, checkpoint)
+    if arch == "CLIPModel" and labels is not None:
+        raise ModelImportError(
+            "CLIP is a zero-shot model: give candidate labels when classifying, not when importing"
+        )
     weights = checkpoint_weight_files(checkpoint)
     pre = _preprocess_for(checkpoint, preprocess)
     model = _load_model(checkpoint, arch, weights)
     source = source or f"local:{checkpoint.resolve()}"
     license = license if license is not None else _license_of(checkpoint)
     if arch == "CLIPModel":
-        if labels is not None:
-            raise ModelImportError(
-                "CLIP is a zero-shot model: give candidate labels when classifying, not when importing"
-            )
         from .clip import import_clip
 
         return import_clip(
