@@ -287,8 +287,9 @@ def test_each_python_worker_loads_the_model_once(spark, lite0_stage, image_dirs)
 
         from sparkvision.spark.inference import worker_cache_info as info
 
+        keys = ("sessions_created", "batches", "rows", "classifiers", "model_dirs", "pid")
         for _ in batches:
-            yield pd.DataFrame([info()])
+            yield pd.DataFrame([{key: info()[key] for key in keys}])
 
     stats = (
         spark.range(0, 8, 1, 8)

@@ -101,6 +101,7 @@ def worker_cache_info() -> dict[str, Any]:
             **_STATS,
             "classifiers": len(_CACHE),
             "model_dirs": len({(key[0], key[2]) for key in _CACHE}),
+            "model_paths": sorted({key[0] for key in _CACHE}),
             "pid": os.getpid(),
         }
 
@@ -117,7 +118,7 @@ def _task_threads(job: ClassifyJob) -> int | None:
 def _shipped_model_dir(job: ClassifyJob) -> Path:
     from pyspark import SparkFiles
 
-    path = Path(SparkFiles.get(job.model_ref))
+    path = Path(SparkFiles.get(job.model_ref)).resolve()  # the root is relative ('.') on executors
     if not is_model_dir(path):
         raise ModelFormatError(
             f"the model directory {job.model_ref!r} did not reach this executor ({path} is not a "

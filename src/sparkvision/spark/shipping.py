@@ -1,11 +1,12 @@
 """Getting a model directory to the executors, and model directories in and out of Hadoop paths.
 
-Executors may share no filesystem with the driver, so the classifier stage adds its model directory
-to the job with ``SparkContext.addFile(dir, recursive=True)``; executors fetch it once (from the
-driver's file server) into their work directory and find it with ``SparkFiles.get(name)``. The name is
-derived from the directory's path and file stamps, so two models never collide (every cached model
-directory is called ``model`` in a saved pipeline, for instance) and a changed model gets a new name.
-Each directory is shipped once per SparkContext.
+Executors may share no filesystem with the driver, so the classifier stage ships its model directory
+with the job: the directory is stored (uncompressed: ONNX weights do not compress) in a zip archive
+handed to ``SparkContext.addArchive``; every executor fetches it once from the driver, unpacks it
+into its own work directory, and finds it with ``SparkFiles.get(name)``. (``addFile`` would take a
+directory only with a local master.) The name is derived from the directory's path and file stamps,
+so two models never collide (every model directory is called ``model`` in a saved pipeline, for
+instance) and a changed model gets a new name. Each model is shipped once per SparkContext.
 
 :func:`copy_model_to` / :func:`local_model_from` move a model directory to and from any Hadoop
 filesystem path (``hdfs://``, ``s3a://``, ``file:``...), for pipeline persistence and
@@ -20,6 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +54,14 @@ def model_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)  # no copy when the staging folder is on the same filesystem
-    except OSError:
-        shutil.copy2(source, target)
+def _archive(model_dir: Path, target: Path) -> None:
+    """Write ``model_dir``'s files into the zip ``target`` (atomically: a partial file never shows)."""
+    root = model_dir.resolve()
+    partial = target.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            archive.write(path, path.relative_to(root).as_posix())
+    os.replace(partial, target)
 
 
 def ship_model_dir(spark: Any, model_dir: str | Path) -> str:
@@ -66,19 +70,15 @@ def ship_model_dir(spark: Any, model_dir: str | Path) -> str:
     if not is_model_dir(model_dir):
         raise ModelFormatError(f"{model_dir} is not a sparkvision model directory")
     context = spark.sparkContext
-    name = f"sparkvision-model-{model_fingerprint(model_dir)}"
+    name = f"sparkvision-model-{model_fingerprint(model_dir)}.zip"
     key = (context.applicationId, name)
     with _LOCK:
         if key in _SHIPPED:
             return name
         staged = _staging_root() / name
         if not staged.exists():
-            partial = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_staging_root()))
-            for path in model_dir.resolve().rglob("*"):
-                if path.is_file():
-                    _link_or_copy(path, partial / path.relative_to(model_dir.resolve()))
-            os.replace(partial, staged)
-        context.addFile(str(staged), recursive=True)
+            _archive(model_dir, staged)
+        context.addArchive(str(staged))
         _SHIPPED.add(key)
     return name
 
