@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import unicodedata
 from pathlib import Path
@@ -174,3 +175,36 @@ def test_a_failed_export_leaves_nothing_behind(
         train(two_classes, name="kept", val_split=0.25, force=True, cache=cache)
     assert (models_root() / "kept" / "model.onnx").read_bytes() == before
     assert _leftovers("kept") == ["kept"]
+
+
+def test_cli_train_json_without_validation(two_classes: Path, tmp_path: Path) -> None:
+    out = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(two_classes),
+            "--name",
+            "cli_model",
+            "--val-split",
+            "0",
+            "-o",
+            str(tmp_path / "m"),
+            "--format",
+            "json",
+            "--no-progress",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["validation"] == "none" and summary["val_accuracy"] is None
+    assert summary["train_counts"] == {"background": 4, "face": 4}
+    assert summary["head"]["settings"]["C"] == 1.0
+    assert Classifier(tmp_path / "m").spec.labels == ("background", "face")
+    assert _leftovers("cli_model") == []  # -o writes there, not into the cache
+
+    text = CliRunner().invoke(
+        cli, ["train", str(two_classes), "--name", "cli_text", "--val-split", "0.25", "--no-progress"]
+    )
+    assert text.exit_code == 0, text.output
+    assert "validation (split 0.25, 2 images): accuracy" in text.stdout
+    assert "use it: sparkvision classify PHOTOS --model cli_text" in text.stdout

@@ -13,9 +13,9 @@ the base network as one ``Gemm``:
   epochs, with early stopping on the validation loss (the best epoch's weights are kept). Needs
   nothing beyond numpy.
 
-Both are deterministic for a given ``seed``. Measured (``benchmarks/training.py``, docs/training.md)
-on validation images from *source photos the head never saw*: the validated L-BFGS fit reached
-0.98–0.99 where early-stopped Adam reached 0.80–0.95 — with a shifted validation set the validation
+Both are deterministic for a given ``seed``. Measured with ``benchmarks/training.py`` (see
+docs/training.md) on validation images from *source photos the head never saw*: the validated L-BFGS
+fit reached 0.98 where early-stopped Adam reached 0.96 — with a shifted validation set the validation
 loss turns up after a few epochs, before the weights are good — at a comparable cost (well under a
 second per 1,000 embeddings). Hence ``"logistic"`` is the default.
 """
@@ -340,8 +340,8 @@ def _fit_logistic(
             log.info("L-BFGS stopped at the %d-iteration cap for C=%g before converging", epochs, c)
         coef = model.coef_.astype(np.float64)
         intercept = model.intercept_.astype(np.float64)
-        # scikit-learn's multinomial fit always returns one row per class (for 2 classes too, since 1.5
-        # only with multi_class multinomial). Binary fits give one row: expand to two logits.
+        # With two classes scikit-learn fits a single logit s (coef_ has one row): two logits -s/2, +s/2
+        # give the same probabilities through a softmax.
         if coef.shape[0] == 1 and num_classes == 2:
             coef = np.vstack([-coef / 2, coef / 2])
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
