@@ -208,3 +208,12 @@ def test_cli_train_json_without_validation(two_classes: Path, tmp_path: Path) ->
     assert text.exit_code == 0, text.output
     assert "validation (split 0.25, 2 images): accuracy" in text.stdout
     assert "use it: sparkvision classify PHOTOS --model cli_text" in text.stdout
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_model(two_classes: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    with pytest.raises(ConfigError, match="not a sparkvision model directory"):
+        train(two_classes, name="x", output_dir=precious, force=True)
+    assert (precious / "thesis.txt").read_text() == "do not delete"

@@ -228,3 +228,15 @@ def test_labels_from_pairs_and_mappings(tmp_path: Path) -> None:
             check_label(bad)
     with pytest.raises(ConfigError, match="is a folder"):
         labelled_images([(str(tmp_path), "cat")])
+
+
+def test_public_api_is_locked() -> None:
+    import sparkvision.training as training
+
+    assert sorted(training.__all__) == [
+        "DEFAULT_HEAD", "HEAD_KINDS", "ClassMatch", "ClassMetrics", "EmbeddingCache", "Embeddings",
+        "Evaluation", "HeadFit", "LabelledImages", "LinearHead", "TrainResult", "check_label",
+        "discover_dataset", "embed_files", "evaluate", "fit_head", "fuse_head", "labelled_images",
+        "map_classes", "model_fingerprint", "split_train_val", "train",
+    ]  # fmt: skip
+    assert all(hasattr(training, name) for name in training.__all__)

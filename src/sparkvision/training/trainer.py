@@ -35,7 +35,7 @@ from ..classify import Classifier
 from ..errors import ConfigError
 from ..models.catalogue import DEFAULT_MODEL, canonical_name, get_entry
 from ..models.spec import MODEL_FILE, ModelSpec
-from ..models.store import build_model_dir, cached_model_dir, validate_model_name
+from ..models.store import build_model_dir, cached_model_dir, is_model_dir, validate_model_name
 from .dataset import LabelledImages, labelled_images
 from .embeddings import EmbeddingCache, embed_files, model_fingerprint
 from .export import fuse_head
@@ -170,6 +170,12 @@ def check_target(name: str, output_dir: str | os.PathLike[str] | None, force: bo
         target = cached_model_dir(name)
     else:
         target = Path(output_dir)
+    if target.exists() and not is_model_dir(target):
+        # --force replaces a model, never an arbitrary folder (think `-o . --force`).
+        raise ConfigError(
+            f"{target} exists and is not a sparkvision model directory; choose another "
+            + ("output folder" if output_dir is not None else "name")
+        )
     if target.exists() and not force:
         raise ConfigError(
             f"a model named {name!r} already exists ({target}); choose another name or pass --force "
