@@ -234,8 +234,8 @@ def test_public_api_is_locked() -> None:
     import sparkvision.training as training
 
     assert sorted(training.__all__) == [
-        "DEFAULT_HEAD", "HEAD_KINDS", "ClassMatch", "ClassMetrics", "EmbeddingCache", "Embeddings",
-        "Evaluation", "HeadFit", "LabelledImages", "LinearHead", "TrainResult", "check_label",
+        "ClassMatch", "ClassMetrics", "DEFAULT_HEAD", "EmbeddingCache", "Embeddings", "Evaluation",
+        "HEAD_KINDS", "HeadFit", "LabelledImages", "LinearHead", "TrainResult", "check_label",
         "discover_dataset", "embed_files", "evaluate", "fit_head", "fuse_head", "labelled_images",
         "map_classes", "model_fingerprint", "split_train_val", "train",
     ]  # fmt: skip
