@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFormatError
+from ..errors import ConfigError, ModelFormatError
 from ..models.store import is_model_dir
 
 __all__ = ["copy_model_to", "local_model_from", "ship_model_dir"]
@@ -69,7 +69,13 @@ def ship_model_dir(spark: Any, model_dir: str | Path) -> str:
     model_dir = Path(model_dir)
     if not is_model_dir(model_dir):
         raise ModelFormatError(f"{model_dir} is not a sparkvision model directory")
-    context = spark.sparkContext
+    try:
+        context = spark.sparkContext
+    except Exception as exc:  # Spark Connect sessions have no SparkContext
+        raise ConfigError(
+            "sparkvision's stages need a classic SparkSession (with a SparkContext); Spark Connect is "
+            "not supported yet"
+        ) from exc
     name = f"sparkvision-model-{model_fingerprint(model_dir)}.zip"
     key = (context.applicationId, name)
     with _LOCK:
