@@ -107,6 +107,7 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
     ``force`` (replace an existing model of that name), ``valSplit`` (0.2), ``seed`` (0), ``epochs``
     (0: the head's default), ``head`` (``"logistic"`` or ``"softmax"``, for local training),
     ``headTrainer`` (``"auto"``, ``"local"`` or ``"mllib"``), ``maxCollectRows`` (100000),
+    ``regParam`` (MLlib head; 0: chosen on the validation split),
     ``batchSize`` (16, images per inference batch), ``onnxThreads`` (0: ``spark.task.cpus``),
     ``topK`` (the returned stage's; 0: min(5, classes)).
     """
@@ -168,6 +169,12 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
         "largest training set collected to the driver (auto)",
         TypeConverters.toInt,
     )
+    regParam: Param[float] = Param(
+        Params._dummy(),
+        "regParam",
+        "MLlib head: L2 regularisation (0: chosen on the validation split from a grid)",
+        TypeConverters.toFloat,
+    )
     batchSize: Param[int] = Param(
         Params._dummy(), "batchSize", "images per inference batch", TypeConverters.toInt
     )
@@ -208,6 +215,7 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
             head=DEFAULT_HEAD,
             headTrainer="auto",
             maxCollectRows=100_000,
+            regParam=0.0,
             batchSize=16,
             onnxThreads=0,
             topK=0,
@@ -296,6 +304,14 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
 
     def getMaxCollectRows(self) -> int:
         return self.getOrDefault(self.maxCollectRows)
+
+    def setRegParam(self, value: float) -> ImageClassifierApproach:
+        if float(value) < 0:
+            raise ConfigError(f"regParam must be at least 0, got {value!r}")
+        return self._set(regParam=float(value))
+
+    def getRegParam(self) -> float:
+        return self.getOrDefault(self.regParam)
 
     def setBatchSize(self, value: int) -> ImageClassifierApproach:
         return self._set(batchSize=_at_least(1, value, "batchSize"))
@@ -494,7 +510,12 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
             n_train = sum(train_counts.values())
             epochs = self.getEpochs() or 100
             # scikit-learn's C on standardised features ⇔ MLlib regParam = 1 / (C · n): same grid.
-            grid = [1.0 / (c * n_train) for c in LOGISTIC_C_GRID] if val_df is not None else [1.0 / n_train]
+            if self.getRegParam() > 0:
+                grid = [self.getRegParam()]
+            elif val_df is not None:
+                grid = [1.0 / (c * n_train) for c in LOGISTIC_C_GRID]
+            else:
+                grid = [1.0 / n_train]
             log_loss = MulticlassClassificationEvaluator(
                 labelCol="target",
                 predictionCol="prediction",
