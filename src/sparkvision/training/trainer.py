@@ -409,7 +409,7 @@ def train(
         x_val, y_val = _usable(embedded.vectors[n_train:], embedded.ok[n_train:], val_set.targets)
 
     fit_started = time.perf_counter()
-    bar = _progress_bar(progress, None, f"training ({head} head)", "step")
+    bar = _progress_bar(progress, None, f"training ({head} head)", "epoch" if head == "softmax" else "fit")
     try:
         fit = fit_head(
             x_train,
