@@ -144,3 +144,42 @@ def test_bigger_variants(name: str, examples_dir: Path) -> None:
     by_name = {Path(p.path).name: p for p in clf.classify(examples_dir, top_k=5)}
     assert by_name["coffee.jpg"].class_ids[0] == ESPRESSO
     assert set(by_name["chelsea.jpg"].class_ids[:2]) & CAT_CLASSES
+
+
+def _tiny_colour_model(directory: Path) -> Path:
+    """A 2-class ONNX model that says whether an image is more red or more blue."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sparkvision.models.spec import ModelSpec
+    from sparkvision.preprocess import PreprocessSpec
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [1, 0, -1, -1, 0, 1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["pixel_values"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
+        ],
+        "colour",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    directory.mkdir()
+    onnx.save(model, directory / "model.onnx")
+    ModelSpec(name="colour", family="test", preprocess=PreprocessSpec(size=8), labels=("red", "blue")).save(
+        directory
+    )
+    return directory
+
+
+def test_small_models_default_to_all_their_classes(tmp_path: Path) -> None:
+    clf = Classifier(_tiny_colour_model(tmp_path / "colour"))
+    red, blue = clf.classify(
+        [np.full((20, 30, 3), (250, 10, 10), np.uint8), np.full((9, 9, 3), (0, 0, 200), np.uint8)]
+    )
+    assert red.labels == ("red", "blue") and blue.labels == ("blue", "red")
+    with pytest.raises(ConfigError, match="between 1 and 2"):
+        list(clf.classify(tmp_path, top_k=5))

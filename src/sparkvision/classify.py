@@ -205,7 +205,7 @@ class Classifier:
         self,
         inputs: Any,
         *,
-        top_k: int = 5,
+        top_k: int | None = None,
         batch_size: int | None = None,
         recursive: bool = False,
         threshold: float | None = None,
@@ -217,6 +217,7 @@ class Classifier:
 
         ``inputs``: a file or folder path, bytes, a Pillow image, a numpy array (H×W×3 RGB), or an
         iterable of those (folders are expanded; ``recursive`` descends into subfolders).
+        ``top_k``: labels per image (default 5, or the class count when the model has fewer).
         ``threshold`` keeps only labels scoring at least that much (useful for multi-label models).
         ``embeddings`` also returns the image embedding (for models that export one).
         ``progress``: an object with ``update(n)`` (e.g. a tqdm bar), called after each batch.
@@ -269,8 +270,10 @@ class Classifier:
         )  # fmt: skip
 
     # -- internals --------------------------------------------------------------------------------
-    def _check_top_k(self, top_k: int) -> int:
+    def _check_top_k(self, top_k: int | None) -> int:
         classes = self.spec.num_classes
+        if top_k is None:
+            return min(5, classes)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1 or top_k > classes:
             raise ConfigError(
                 f"top_k must be between 1 and {classes} (the model's class count), got {top_k!r}"

@@ -144,7 +144,8 @@ def classify(
         if spark_master is not None:
             raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
         classifier = zero_shot_view(classifier, candidate_labels)
-        k = k if top_k is not None else min(k, classifier.spec.num_classes)
+    if top_k is None:  # the default never asks for more labels than a (small, trained) model has
+        k = min(k, classifier.spec.num_classes)
     classifier._check_top_k(k)
     if spark_master is not None:
         from .spark.batch import classify_paths_with_spark
