@@ -277,7 +277,9 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
         try:
             model_dir, spec = resolve_model(name)
         except ModelNotFoundError as exc:
-            raise ModelNotFoundError(f"{exc} Available models: {_available_models()}.") from exc
+            message = str(exc).rstrip()
+            message += "" if message.endswith(".") else "."
+            raise ModelNotFoundError(f"{message} Available models: {_available_models()}.") from exc
         return cls._from_model(model_dir, spec)
 
     @classmethod
@@ -354,7 +356,10 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{type(self).__name__}: invalid preprocessing params: {exc}") from exc
-        height, width = _onnx_input_size(model_dir)
+        # Reading the graph costs a parse of the whole file: only when the size differs from the spec's.
+        height, width = (
+            (None, None) if preprocess.size == spec.preprocess.size else _onnx_input_size(model_dir)
+        )
         if any(side is not None and side != self.getSize() for side in (height, width)):
             raise ConfigError(
                 f"model {spec.name!r} takes {height}×{width} inputs; size={self.getSize()} cannot be used"
