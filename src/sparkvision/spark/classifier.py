@@ -70,21 +70,37 @@ _MODEL_SUBDIR = "model"
 def import_saved_model(folder: str | Path, family: str | None = None) -> tuple[Path, ModelSpec]:
     """Turn what ``loadSavedModel(folder, spark)`` was given into a model directory and its spec.
 
-    Today it accepts a sparkvision model directory (``model.onnx`` + ``sparkvision.json``, as written
-    by ``sparkvision import`` or found in the cache). This is the single place where importing other
-    checkpoints (a Hugging Face ``save_pretrained`` folder, ...) plugs in: convert ``folder`` into a
-    model directory (in the cache) and return it. ``family`` is the stage's family (``"vit"``,
-    ``"swin"``, ``"convnext"``, ``"efficientnet_lite"``) or ``None`` for the generic stage.
+    A sparkvision model directory (``model.onnx`` + ``sparkvision.json``) is used as it is. Anything
+    else (a Hugging Face ``save_pretrained`` folder, a timm hub folder, an ``.onnx`` file that carries
+    no preprocessing is refused by the importer) goes through
+    :func:`sparkvision.importers.import_model`, which converts it once into the model cache (named
+    after the folder) and returns the cached directory on later calls with the same weights.
+    ``family`` is the stage's family (``"vit"``, ``"swin"``, ``"convnext"``, ``"efficientnet_lite"``,
+    ``"clip"``) or ``None`` for the generic stage; the importer reads the family from the checkpoint.
     """
     path = Path(folder).expanduser()
     if not path.exists():
         raise ModelNotFoundError(f"loadSavedModel: {path} does not exist")
     if is_model_dir(path):
         return path, load_model_dir(path)
-    raise ModelImportError(
-        f"loadSavedModel: {path} is not a sparkvision model directory (model.onnx + sparkvision.json). "
-        "Convert a checkpoint first with `sparkvision import`, then pass the resulting directory"
-    )
+    try:
+        from ..importers import import_model
+    except ImportError as exc:  # pragma: no cover - the importers' own imports are light
+        raise ModelImportError(f"loadSavedModel: the model importers cannot be loaded ({exc})") from exc
+    try:
+        model_dir = import_model(path)
+    except ImportError as exc:  # torch / transformers / timm: the import extra
+        raise ModelImportError(
+            f"loadSavedModel: {path} is not a sparkvision model directory, and converting it needs the "
+            f"import extra ({exc.name or exc}): pip install 'sparkvision[import]', or convert it "
+            "elsewhere with `sparkvision import` and pass the resulting directory"
+        ) from exc
+    except ModelImportError as exc:
+        raise ModelImportError(
+            f"loadSavedModel: {path} is not a sparkvision model directory (model.onnx + "
+            f"sparkvision.json) and could not be imported: {exc}"
+        ) from exc
+    return model_dir, load_model_dir(model_dir)
 
 
 # -- driver-side model facts, cached per file version ------------------------------------------------
@@ -402,6 +418,8 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
     def _job(self, model_ref: str) -> ClassifyJob:
         spec = self.getModelSpec()
         top_k = self.getTopK()
+        if not self.isSet(self.topK):  # the default (5) never exceeds a small model's class count
+            top_k = min(top_k, spec.num_classes)
         if not 1 <= top_k <= spec.num_classes:
             raise ConfigError(
                 f"topK must be between 1 and {spec.num_classes} (the model's classes), got {top_k}"
