@@ -128,6 +128,23 @@ def test_binary_file_matches_embedded_exactly(spark, lite0_stage, image_dirs):
     assert annotations["a_chelsea.jpg"].metadata["mode"] == "RGB"
 
 
+def test_binary_file_applies_exif_orientation(spark, lite0_stage, tmp_path):
+    from PIL import Image
+    from spark_helpers import EXAMPLES
+
+    photo = Image.open(EXAMPLES / "chelsea.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate it 90° clockwise
+    photo.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    stage = lite0_stage.copy().setInputCols(["image_assembler"]).setOutputCol("class")
+    frame = ImageAssembler().setInputCol("content").transform(read_images(spark, str(tmp_path)))
+    [annotation] = stage.transform(frame).first()["class"]
+    expected = _embedded(lite0_stage, [tmp_path / "sideways.jpg"])["sideways.jpg"]
+    assert (expected.width, expected.height) == photo.size  # upright again
+    _assert_same(annotation, expected)
+    assert (int(annotation.metadata["width"]), int(annotation.metadata["height"])) == photo.size
+
+
 def test_rows_stay_aligned_with_broken_files(spark, lite0_stage, image_dirs):
     frame = read_images(spark, str(image_dirs["mixed"])).repartition(3)
     stage = lite0_stage.copy().setInputCols(["image_assembler"]).setOutputCol("class").setBatchSize(3)

@@ -53,6 +53,7 @@ def test_start_returns_a_configured_session(spark):
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
     assert spark.sparkContext.getConf().get("spark.pyspark.python") == sys.executable
     assert spark.sparkContext.master == "local[2]"
+    assert spark.conf.get("spark.sql.files.openCostInBytes") == str(256 * 1024)
 
 
 @pytest.mark.parametrize("stage_class", ALL_STAGES)
