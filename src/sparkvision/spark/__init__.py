@@ -21,9 +21,10 @@ Python API, inside Spark's Python workers: Arrow batches, one ONNX Runtime sessi
 the model directory shipped to executors with ``SparkContext.addFile``.
 
 Modules: :mod:`.session` (``start``), :mod:`.assembler` (``ImageAssembler``), :mod:`.classifier` (the
-``*ForImageClassification`` stages), :mod:`.light` (``LightPipeline``), :mod:`.functions` (plain
-columns from annotations, image readers), :mod:`.batch` (the CLI's ``--spark`` job), :mod:`.inference`
-(what runs on the executors).
+``*ForImageClassification`` stages), :mod:`.clip` (``CLIPForZeroShotClassification``),
+:mod:`.approach` (``ImageClassifierApproach``: trains a classifier stage), :mod:`.light`
+(``LightPipeline``), :mod:`.functions` (plain columns from annotations, image readers), :mod:`.batch`
+(the CLI's ``--spark`` job), :mod:`.inference` (what runs on the executors).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .annotations import Annotation, AnnotationImage
+from .approach import ImageClassifierApproach, read_labelled_images
 from .assembler import ImageAssembler
 from .classifier import (
     ConvNextForImageClassification,
@@ -44,6 +46,7 @@ from .classifier import (
     SwinForImageClassification,
     ViTForImageClassification,
 )
+from .clip import CLIPForZeroShotClassification
 from .functions import prediction_columns, read_image_stream, read_images
 from .light import LightPipeline
 from .session import start
@@ -51,9 +54,11 @@ from .session import start
 __all__ = [
     "Annotation",
     "AnnotationImage",
+    "CLIPForZeroShotClassification",
     "ConvNextForImageClassification",
     "EfficientNetForImageClassification",
     "ImageAssembler",
+    "ImageClassifierApproach",
     "ImageClassifierModel",
     "LightPipeline",
     "SwinForImageClassification",
@@ -61,5 +66,6 @@ __all__ = [
     "prediction_columns",
     "read_image_stream",
     "read_images",
+    "read_labelled_images",
     "start",
 ]

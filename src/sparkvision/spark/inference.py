@@ -53,6 +53,7 @@ class ClassifyJob:
     ``model_ref`` names the model directory among the files added with ``SparkContext.addFile``;
     ``preprocess`` is the effective :class:`PreprocessSpec` (the stage's params applied) as a dict.
     ``threads``: ONNX Runtime threads per task, 0 meaning ``spark.task.cpus``.
+    ``candidate_labels``: the labels a zero-shot (CLIP) model chooses from; ``None`` for classifiers.
     """
 
     model_ref: str
@@ -62,6 +63,7 @@ class ClassifyJob:
     embeddings: bool = False
     threads: int = 0
     decode_workers: int | None = None
+    candidate_labels: tuple[str, ...] | None = None
 
 
 # -- the per-process cache ---------------------------------------------------------------------------
@@ -141,8 +143,12 @@ def classify_images(
     top_k: int,
     batch_size: int,
     embeddings: bool = False,
+    candidate_labels: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Classify image annotations' contents; one category annotation (a dict) per image, in order.
+
+    ``candidate_labels`` go to the core for zero-shot models (it caches their text embeddings per
+    process and label set, so a worker computes them once).
 
     Spark image-source rows (raw BGR/BGRA/gray) are converted to RGB here; encoded files (binaryFile)
     are decoded by the core, exactly as the CLI decodes files.
@@ -168,7 +174,7 @@ def classify_images(
                 early_errors[i] = str(exc)
         sources.append(source)
     predictions = classifier.classify_batch(
-        sources, top_k=top_k, batch_size=batch_size, embeddings=embeddings
+        sources, top_k=top_k, batch_size=batch_size, embeddings=embeddings, candidate_labels=candidate_labels
     )
     if len(predictions) != len(images):  # the core's contract; a mismatch would misalign rows
         raise RuntimeError(f"{len(predictions)} predictions for {len(images)} images")
@@ -220,6 +226,7 @@ def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Itera
             top_k=job.top_k,
             batch_size=job.batch_size,
             embeddings=job.embeddings,
+            candidate_labels=job.candidate_labels,
         )
         with _CACHE_LOCK:
             _STATS["batches"] += 1

@@ -186,5 +186,10 @@ class LightPipeline:
             stage._model_dir(), job.preprocess, threads=job.threads or None, decode_workers=None
         )
         return classify_images(
-            classifier, images, top_k=job.top_k, batch_size=job.batch_size, embeddings=job.embeddings
+            classifier,
+            images,
+            top_k=job.top_k,
+            batch_size=job.batch_size,
+            embeddings=job.embeddings,
+            candidate_labels=job.candidate_labels,
         )

@@ -1,0 +1,127 @@
+"""``CLIPForZeroShotClassification``: the classifier stage for zero-shot (CLIP) models.
+
+It is the image classifier stage (:class:`~.classifier.ImageClassifierModel`: same params, same
+category annotations, same executors, persistence and ``LightPipeline``) plus one param,
+``candidateLabels``: the labels each image is scored against, chosen at run time::
+
+    clip = CLIPForZeroShotClassification.pretrained("zero_shot_classifier_clip_vit_base_patch32") \\
+        .setInputCols(["image_assembler"]).setOutputCol("label") \\
+        .setCandidateLabels(["a cat", "a dog", "a car"])
+
+Each image's scores are the core's (:meth:`sparkvision.Classifier.classify` with
+``candidate_labels``): a softmax over the labels of CLIP's scaled cosine similarities, the labels
+turned into prompts by the model's template (``"a photo of a {}"``). The executors call that core; it
+computes the labels' text embeddings once per Python worker and label set, and caches them.
+
+``topK`` defaults to 5 and is lowered to the number of candidate labels when left at its default; a
+``topK`` set explicitly above that number is refused before any job runs, as is a transform without
+candidate labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pyspark import keyword_only
+from pyspark.ml.param import Param, Params, TypeConverters
+
+from ..errors import ConfigError
+from ..models.spec import ModelSpec
+from ..zero_shot import parse_labels
+from .classifier import ImageClassifierModel
+from .inference import ClassifyJob
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPForZeroShotClassification"]
+
+#: OpenAI CLIP's normalisation (its ``preprocessor_config.json``; Spark NLP's CLIP defaults).
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+class CLIPForZeroShotClassification(ImageClassifierModel):
+    """Zero-shot image classification with a CLIP model against ``candidateLabels`` (module docstring)."""
+
+    family = "clip"
+    default_pretrained = "zero_shot_classifier_clip_vit_base_patch32"
+    family_defaults: ClassVar[dict[str, Any]] = {
+        "size": 224,
+        "resample": 3,
+        "imageMean": CLIP_MEAN,
+        "imageStd": CLIP_STD,
+        "cropPct": 1.0,
+        "resizeMode": "crop",
+    }
+
+    candidateLabels: Param[list[str]] = Param(
+        Params._dummy(),
+        "candidateLabels",
+        "labels each image is scored against (zero-shot); turned into prompts by the model's template",
+        typeConverter=TypeConverters.toListString,
+    )
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCols: list[str] | None = None,
+        outputCol: str | None = None,
+        batchSize: int | None = None,
+        topK: int | None = None,
+        modelPath: str | None = None,
+        candidateLabels: list[str] | None = None,
+    ) -> None:
+        kwargs = dict(self._input_kwargs)
+        labels = kwargs.pop("candidateLabels", None)
+        super().__init__(**kwargs)
+        if labels is not None:
+            self.setCandidateLabels(labels)
+
+    # -- the model must be a zero-shot one ------------------------------------------------------------
+    @classmethod
+    def _from_model(cls, model_dir: Path, spec: ModelSpec) -> CLIPForZeroShotClassification:
+        if spec.task != "zero-shot":
+            raise ConfigError(
+                f"model {spec.name!r} is a {spec.task} model with fixed labels; {cls.__name__} needs a "
+                "zero-shot (CLIP) model: use an *ForImageClassification stage for this one"
+            )
+        stage = cls()
+        stage._load_model_params(model_dir, spec)
+        return stage
+
+    # -- candidate labels -----------------------------------------------------------------------------
+    def setCandidateLabels(self, value: list[str] | str) -> CLIPForZeroShotClassification:
+        """The labels to choose from (distinct, non-empty; a list, or one comma-separated string)."""
+        return self._set(candidateLabels=parse_labels(value))
+
+    def getCandidateLabels(self) -> list[str]:
+        """The candidate labels (empty until set)."""
+        if not self.isDefined(self.candidateLabels):
+            return []
+        return list(self.getOrDefault(self.candidateLabels))
+
+    def getClasses(self) -> list[str]:
+        """The labels annotations can carry: the candidate labels."""
+        return self.getCandidateLabels()
+
+    def _required_labels(self) -> list[str]:
+        labels = self.getCandidateLabels()
+        if not labels:
+            raise ConfigError(
+                f"{type(self).__name__} needs candidate labels to choose from: call "
+                "setCandidateLabels(['a cat', 'a dog', ...]) before transform"
+            )
+        return labels
+
+    # -- hooks into the classifier stage --------------------------------------------------------------
+    def getModelSpec(self) -> ModelSpec:
+        """The model's spec with the current params applied; its labels are the candidate labels."""
+        spec = super().getModelSpec()
+        labels = self.getCandidateLabels()
+        return spec.with_changes(labels=tuple(labels)) if labels else spec
+
+    def _job(self, model_ref: str) -> ClassifyJob:
+        labels = self._required_labels()  # first: the checks below count the candidate labels
+        job = super()._job(model_ref)
+        return dataclasses.replace(job, candidate_labels=tuple(labels))
