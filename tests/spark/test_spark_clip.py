@@ -194,3 +194,13 @@ def test_save_load_round_trip_and_light_pipeline(spark, clip_stage, clip_home, i
     for path, result in zip(files, light):
         _assert_matches(result["zs"][0], embedded[Path(path).name])
     assert "not found" in light[-1]["zs"][0].metadata["error"]
+
+
+def test_load_saved_model_imports_a_clip_checkpoint_folder(clip_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path / "home"))
+    stage = CLIPForZeroShotClassification.loadSavedModel(str(clip_checkpoint), None)
+    model_dir = Path(stage.getModelPath())
+    assert model_dir.is_relative_to(tmp_path / "home") and model_dir.name == clip_checkpoint.name
+    assert Classifier(model_dir).spec.task == "zero-shot"
+    assert (stage.getResample(), stage.getResizeMode(), stage.getCropPct()) == (3, "crop", 1.0)
+    assert stage.getImageStd() == pytest.approx(PRE_CLIP["image_std"])
