@@ -312,7 +312,8 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
     def _from_model(cls, model_dir: Path, spec: ModelSpec) -> ImageClassifierModel:
         if spec.task != "classification":
             raise ConfigError(
-                f"model {spec.name!r} is a {spec.task} model; {cls.__name__} needs a classification model"
+                f"model {spec.name!r} is a {spec.task} model; {cls.__name__} needs a classification model "
+                "(use CLIPForZeroShotClassification with setCandidateLabels for zero-shot models)"
             )
         if cls.family is not None and spec.family != cls.family:
             log.warning(
