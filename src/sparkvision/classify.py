@@ -291,7 +291,7 @@ class Classifier:
                 decoded = decode_image(
                     source, max_pixels=self.max_pixels, min_short_side=2 * spec.resize_short_side
                 )
-            return _Loaded(preprocess(decoded.image, spec, exact=False), decoded.width, decoded.height)
+            return _Loaded(preprocess(decoded.image, spec), decoded.width, decoded.height)
         except SparkvisionError as exc:
             return _Loaded(None, error=str(exc))
         except Exception as exc:  # a decoder bug must not take the other images down with it
