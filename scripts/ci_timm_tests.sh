@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the timm import tests (tests/timm, marker "timm") in their own virtual environment.
+# Run the timm import tests (tests/timm_models, marker "timm") in their own virtual environment.
 #
 # Why a separate environment: timm needs torchvision, and the only torchvision that imports on this
 # platform beside a matching torch is torchvision 0.29.1 with torch 2.14.1 (a CUDA build that also runs
@@ -34,4 +34,4 @@ if ! ready; then
 fi
 "$PY" -m pip install --quiet -e "$ROOT"
 
-exec "$PY" -m pytest "$ROOT/tests/timm" -m timm -p no:cacheprovider "$@"
+exec "$PY" -m pytest "$ROOT/tests/timm_models" -m timm -p no:cacheprovider "$@"

@@ -12,5 +12,5 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/timm/" in str(item.fspath).replace("\\", "/"):
+        if "tests/timm_models/" in str(item.fspath).replace("\\", "/"):
             item.add_marker(pytest.mark.timm)
