@@ -117,7 +117,7 @@ def test_defaults_params_and_label_validation(clip_stage: CLIPForZeroShotClassif
 def test_wrong_kind_of_model_is_refused(clip_home: Path, tiny_model: Path):
     with pytest.raises(ConfigError, match="zero-shot"):
         CLIPForZeroShotClassification.loadSavedModel(str(tiny_model))
-    with pytest.raises(ConfigError, match="needs a classification model.*CLIPForZeroShotClassification"):
+    with pytest.raises(ConfigError, match=r"needs a classification model.*CLIPForZeroShotClassification"):
         ViTForImageClassification.loadSavedModel(str(clip_home))
 
 
