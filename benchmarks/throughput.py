@@ -94,11 +94,14 @@ def torch_loop(folder: Path, limit: int) -> float:
 
 
 def peak_rss_mb(folder: Path) -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by this
+    # (large, torch-holding) process would report the parent's high-water mark.
     code = (
-        "import resource, sys; from sparkvision import Classifier;"
+        "import re, sys; from sparkvision import Classifier;"
         "clf = Classifier.pretrained('efficientnet_lite0');"
         "n = sum(1 for _ in clf.classify(sys.argv[1]));"
-        "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1);"
+        "print(n, int(hwm) / 1024)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True
