@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..classify import Prediction
+from ..classify import Prediction, draft_short_side
 from ..engine import default_threads
 from ..errors import ConfigError, ImageDecodeError, SparkvisionError
 from ..images import DecodedImage, decode_image
@@ -282,7 +282,7 @@ async def _classify_uploads(
     batcher = slot.batcher
     assert batcher is not None
     loop = asyncio.get_running_loop()
-    min_short_side = 2 * slot.spec.preprocess.resize_short_side
+    min_short_side = draft_short_side(slot.spec.preprocess)
     batcher.incoming(len(uploads))
     try:
         decoded = await asyncio.gather(
