@@ -189,6 +189,11 @@ class DecodedImage:
     source_mode: str
     format: str | None
 
+    @property
+    def reduced(self) -> bool:
+        """Whether ``image`` was decoded at a reduced scale (JPEG ``draft``), so holds fewer pixels."""
+        return self.image.size not in ((self.width, self.height), (self.height, self.width))
+
 
 # --------------------------------------------------------------------------------------------------
 # decode_image
