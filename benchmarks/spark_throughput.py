@@ -55,7 +55,13 @@ def embedded(folder: Path, model: str, batch_size: int, repeats: int) -> list[fl
 
 
 def spark_runs(
-    folder: Path, model: str, master: str, batch_sizes: list[int], repeats: int
+    folder: Path,
+    model: str,
+    master: str,
+    batch_sizes: list[int],
+    repeats: int,
+    readers: list[str],
+    conf: dict[str, str],
 ) -> dict[str, list[float]]:
     from pyspark.ml import Pipeline
 
@@ -65,7 +71,7 @@ def spark_runs(
 
     started = time.perf_counter()
     spark = sparkvision.start(
-        master, **{"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
+        master, **{"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", **conf}
     )
     spark.sparkContext.setLogLevel("ERROR")
     print(f"spark session start: {time.perf_counter() - started:.1f} s ({master})")
@@ -89,19 +95,21 @@ def spark_runs(
     warm = time.perf_counter()  # several partitions, so that every task slot starts its Python worker
     run(read_images(spark, [str(p) for p in sorted(folder.glob("*.jpg"))[:16]]).repartition(8), "content", 2)
     print(f"first job (Python workers start, model shipped and loaded): {time.perf_counter() - warm:.1f} s")
-    for label, make, column in (("binaryFile", binary_df, "content"), ("image source", image_df, "image")):
+    sources = [
+        (label, make, column)
+        for label, make, column in (("binaryFile", binary_df, "content"), ("image source", image_df, "image"))
+        if label.split()[0].lower() in readers
+    ]
+    for label, make, column in sources:
         # The JVM compiles its hot paths during the first full pass: untimed.
         print(f"warm-up pass, {label}: {count / run(make(), column, batch_sizes[0]):.1f} img/s")
     print(
-        f"partitions: binaryFile {binary_df().rdd.getNumPartitions()}, image {image_df().rdd.getNumPartitions()}"
+        "partitions: " + ", ".join(f"{label} {make().rdd.getNumPartitions()}" for label, make, _ in sources)
     )
 
     rates: dict[str, list[float]] = {}
     for batch_size in batch_sizes:
-        for label, make, column in (
-            ("binaryFile", binary_df, "content"),
-            ("image source", image_df, "image"),
-        ):
+        for label, make, column in sources:
             key = f"spark {label}, batchSize {batch_size}"
             rates[key] = [count / run(make(), column, batch_size) for _ in range(repeats)]
     spark.stop()
@@ -123,14 +131,24 @@ def main() -> None:
     )
     parser.add_argument("--spark-nlp-default", action="store_true", help="also run Spark with batchSize 2")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--readers",
+        default="binaryfile,image",
+        help="comma-separated: binaryfile, image (Spark's image source)",
+    )
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting (repeatable)"
+    )
     args = parser.parse_args()
+    conf = dict(item.split("=", 1) for item in args.conf)
 
     folder = args.folder or make_jpeg_folder(args.count, min_side=args.min_side, max_side=args.max_side)
     count = len(list(folder.glob("*.jpg")))
     print(f"{count} JPEGs in {folder}")
     base = statistics.median(embedded(folder, args.model, args.batch_size, args.repeats))
     batch_sizes = [args.batch_size] + ([2] if args.spark_nlp_default and args.batch_size != 2 else [])
-    results = spark_runs(folder, args.model, args.master, batch_sizes, args.repeats)
+    readers = [r.strip().lower() for r in args.readers.split(",")]
+    results = spark_runs(folder, args.model, args.master, batch_sizes, args.repeats, readers, conf)
 
     print()
     print(f"{'path':<36} {'img/s':>8} {'vs embedded':>12}")

@@ -264,7 +264,17 @@ class Classifier:
 
     def classify_batch(self, sources: Sequence[Any], **options: Any) -> list[Prediction]:
         """Classify a list of in-memory sources (``None`` entries become error rows); same order."""
-        return list(self.classify(_SourceList(sources), **options))
+        return list(self.classify_sources(sources, **options))
+
+    def classify_sources(self, sources: Iterable[Any], **options: Any) -> Iterator[Prediction]:
+        """Classify a stream of in-memory sources lazily (bytes, images, arrays, decoded images;
+        ``None`` becomes an error row), one prediction per source, in order.
+
+        Unlike :meth:`classify`, strings are never taken for paths, and the stream is read only as
+        far as decoding has got ahead of inference — so a long stream (a Spark partition arriving in
+        Arrow batches) keeps decoding and inference overlapped from its first image to its last.
+        """
+        return self.classify(_InMemorySources(sources), **options)
 
     def embed(
         self,
@@ -397,8 +407,11 @@ class Classifier:
             )
 
 
-class _SourceList(list):
-    """Marks a list whose items are all in-memory sources, never paths to expand."""
+class _InMemorySources:
+    """Marks an iterable whose items are all in-memory sources, never paths to expand."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = items
 
 
 def iter_sources(inputs: Any, *, recursive: bool = False) -> Iterator[tuple[Any, str | None]]:
@@ -407,8 +420,8 @@ def iter_sources(inputs: Any, *, recursive: bool = False) -> Iterator[tuple[Any,
     A single path that does not exist raises :class:`InputNotFoundError`; inside a list, a missing
     file becomes that row's error instead, so one bad name doesn't lose the others' results.
     """
-    if isinstance(inputs, _SourceList):
-        for item in inputs:
+    if isinstance(inputs, _InMemorySources):
+        for item in inputs.items:
             yield item, None
         return
     if isinstance(inputs, _SINGLE_INPUTS):

@@ -145,11 +145,20 @@ def test_binary_file_applies_exif_orientation(spark, lite0_stage, tmp_path):
     assert (int(annotation.metadata["width"]), int(annotation.metadata["height"])) == photo.size
 
 
-def test_rows_stay_aligned_with_broken_files(spark, lite0_stage, image_dirs):
+@pytest.mark.parametrize("arrow_rows", [None, 2], ids=["default-arrow-batches", "2-row-arrow-batches"])
+def test_rows_stay_aligned_with_broken_files(spark, lite0_stage, image_dirs, arrow_rows):
+    # With 2-row Arrow batches, inference batches of 3 span Arrow batches: the worker streams a
+    # partition through the core across batch boundaries, and the rows must still line up.
     frame = read_images(spark, str(image_dirs["mixed"])).repartition(3)
     stage = lite0_stage.copy().setInputCols(["image_assembler"]).setOutputCol("class").setBatchSize(3)
     result = stage.transform(ImageAssembler().setInputCol("content").transform(frame))
-    rows = result.select("path", "length", "class").collect()
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    if arrow_rows is not None:
+        spark.conf.set(key, str(arrow_rows))
+    try:
+        rows = result.select("path", "length", "class").collect()
+    finally:
+        spark.conf.unset(key)
     # Every file in its own row, except the empty one: Spark's file sources skip 0-byte files.
     assert sorted(_name(r.path) for r in rows) == sorted(
         p.name for p in image_dirs["mixed"].iterdir() if p.stat().st_size
@@ -322,3 +331,43 @@ def test_each_python_worker_loads_the_model_once(spark, lite0_stage, image_dirs)
     assert all(row.sessions_created == row.model_dirs for row in per_worker.values())
     assert any(row.batches >= 2 and row.sessions_created >= 1 for row in per_worker.values())
     assert worker_cache_info()["pid"] not in per_worker  # the work ran in Spark's Python workers
+
+
+def test_worker_streams_arrow_batches_and_keeps_their_sizes(lite0_stage, image_dirs, monkeypatch):
+    """The UDF body without Spark: frames of 3, 0, 2 and 0 rows come back as frames of the same sizes,
+    each row's annotation from that row's bytes (a corrupt file among them), although the core
+    classifies them as one stream in batches of 2."""
+    import pandas as pd
+
+    from sparkvision.spark import inference
+
+    monkeypatch.setattr(inference, "_shipped_model_dir", lambda job: Path(lite0_stage.getModelPath()))
+    names = ["a_chelsea.jpg", "e_corrupt.jpg", "b_rocket.jpg", "g_truncated.jpg", "d_gray.png"]
+    files = [image_dirs["mixed"] / name for name in names]
+
+    def frame(paths):
+        return pd.DataFrame(
+            {
+                "origin": [str(p) for p in paths],
+                "height": [-1] * len(paths),
+                "width": [-1] * len(paths),
+                "nChannels": [-1] * len(paths),
+                "mode": [-1] * len(paths),
+                "data": [p.read_bytes() for p in paths],
+                "encoded": [True] * len(paths),
+            }
+        )
+
+    job = lite0_stage.copy()._job("unused")
+    job = inference.ClassifyJob(**{**job.__dict__, "batch_size": 2})
+    frames = [frame(files[:3]), frame([]), frame(files[3:5]), frame([])]
+    out = list(inference.classify_batches(job, iter(frames)))
+    assert [len(f) for f in out] == [3, 0, 2, 0]
+    rows = pd.concat(out, ignore_index=True)
+    embedded = _embedded(lite0_stage, files)
+    for path, (_, row) in zip(files, rows.iterrows()):
+        assert _name(row["metadata"]["origin"]) == path.name
+        expected = embedded[path.name]
+        assert row["result"] == (expected.label if expected.ok else "")
+        assert row["metadata"].get("error") == expected.error
+    assert [row["result"] == "" for _, row in rows.iterrows()] == [False, True, False, True, False]

@@ -17,11 +17,13 @@ annotation, in order; a row that cannot be read yields an annotation with ``meta
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,66 @@ def _as_int(value: Any) -> int | None:
     return int(value)
 
 
+def _source(image: ImageInput) -> tuple[Any, str | None]:
+    """What the core classifies for one image annotation, or the error that row already has.
+
+    Spark image-source rows (raw BGR/BGRA/gray) are converted to RGB here; encoded files (binaryFile)
+    go to the core as bytes and are decoded there, exactly as the CLI decodes files.
+    """
+    if image.error is not None:
+        return None, image.error
+    if image.data is None:
+        return None, None  # the core's "no image data" error
+    if image.encoded:
+        return bytes(image.data), None
+    try:
+        decoded = decode_bgr_struct(
+            _as_int(image.height) or 0,
+            _as_int(image.width) or 0,
+            _as_int(image.n_channels) or 0,
+            _as_int(image.mode) if image.mode is not None else -1,
+            bytes(image.data),
+        )
+    except ImageDecodeError as exc:
+        return None, str(exc)
+    return decoded, None
+
+
+def _annotations(
+    classifier: Classifier,
+    images: Iterable[ImageInput],
+    *,
+    top_k: int,
+    batch_size: int,
+    embeddings: bool,
+    candidate_labels: Sequence[str] | None,
+) -> Iterator[dict[str, Any]]:
+    """One category annotation per image, in order, streamed: the core reads ``images`` only as
+    far as its decoding runs ahead of inference."""
+    rows: deque[tuple[ImageInput, str | None]] = deque()
+
+    def sources() -> Iterator[Any]:
+        for image in images:
+            source, error = _source(image)
+            rows.append((image, error))
+            yield source
+
+    predictions = classifier.classify_sources(
+        sources(),
+        top_k=top_k,
+        batch_size=batch_size,
+        embeddings=embeddings,
+        candidate_labels=candidate_labels,
+    )
+    for prediction in predictions:
+        image, error = rows.popleft()  # the core yields one prediction per source, in order
+        if error is not None:
+            prediction = dataclasses.replace(prediction, error=error)
+        yield category_annotation(image, prediction)
+    if rows:  # the core's contract; a mismatch would misalign rows
+        raise RuntimeError(f"{len(rows)} images got no prediction")
+
+
 def classify_images(
     classifier: Classifier,
     images: Sequence[ImageInput],
@@ -149,41 +211,17 @@ def classify_images(
 
     ``candidate_labels`` go to the core for zero-shot models (it caches their text embeddings per
     process and label set, so a worker computes them once).
-
-    Spark image-source rows (raw BGR/BGRA/gray) are converted to RGB here; encoded files (binaryFile)
-    are decoded by the core, exactly as the CLI decodes files.
     """
-    sources: list[Any] = []
-    early_errors: dict[int, str] = {}
-    for i, image in enumerate(images):
-        source: Any = None
-        if image.error is not None:
-            early_errors[i] = image.error
-        elif image.data is not None and image.encoded:
-            source = bytes(image.data)
-        elif image.data is not None:
-            try:
-                source = decode_bgr_struct(
-                    _as_int(image.height) or 0,
-                    _as_int(image.width) or 0,
-                    _as_int(image.n_channels) or 0,
-                    _as_int(image.mode) if image.mode is not None else -1,
-                    bytes(image.data),
-                )
-            except ImageDecodeError as exc:
-                early_errors[i] = str(exc)
-        sources.append(source)
-    predictions = classifier.classify_batch(
-        sources, top_k=top_k, batch_size=batch_size, embeddings=embeddings, candidate_labels=candidate_labels
+    return list(
+        _annotations(
+            classifier,
+            images,
+            top_k=top_k,
+            batch_size=batch_size,
+            embeddings=embeddings,
+            candidate_labels=candidate_labels,
+        )
     )
-    if len(predictions) != len(images):  # the core's contract; a mismatch would misalign rows
-        raise RuntimeError(f"{len(predictions)} predictions for {len(images)} images")
-    annotations = []
-    for i, (image, prediction) in enumerate(zip(images, predictions)):
-        if i in early_errors:
-            prediction = dataclasses.replace(prediction, error=early_errors[i])
-        annotations.append(category_annotation(image, prediction))
-    return annotations
 
 
 def _frame_images(frame: pd.DataFrame) -> list[ImageInput]:
@@ -210,28 +248,49 @@ def _frame_images(frame: pd.DataFrame) -> list[ImageInput]:
 
 
 def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """The body of the pandas UDF: image rows in, category annotation structs out (same length)."""
-    classifier: Classifier | None = None
-    for frame in batches:
-        if classifier is None:
-            classifier = worker_classifier(
-                _shipped_model_dir(job),
-                job.preprocess,
-                threads=_task_threads(job),
-                decode_workers=job.decode_workers,
-            )
-        annotations = classify_images(
-            classifier,
-            _frame_images(frame),
-            top_k=job.top_k,
-            batch_size=job.batch_size,
-            embeddings=job.embeddings,
-            candidate_labels=job.candidate_labels,
-        )
-        with _CACHE_LOCK:
-            _STATS["batches"] += 1
-            _STATS["rows"] += len(annotations)
-        yield pd.DataFrame.from_records(annotations, columns=_OUTPUT_COLUMNS)
+    """The body of the pandas UDF: image rows in, category annotation structs out (same count, order).
+
+    The whole partition is one stream through the core, not one call per Arrow batch: decoding of
+    the next batch's first images overlaps inference on this one's last, instead of the pipeline
+    draining and refilling at every Arrow batch boundary. An iterator pandas UDF may do this — Spark
+    only requires the output, in total, to have the input's rows in order — and output frames keep
+    the input frames' sizes.
+    """
+    first = next(batches, None)
+    if first is None:
+        return
+    classifier = worker_classifier(
+        _shipped_model_dir(job), job.preprocess, threads=_task_threads(job), decode_workers=job.decode_workers
+    )
+    sizes: deque[int] = deque()
+
+    def images() -> Iterator[ImageInput]:
+        for frame in itertools.chain([first], batches):
+            sizes.append(len(frame))
+            with _CACHE_LOCK:
+                _STATS["batches"] += 1
+            yield from _frame_images(frame)
+
+    annotations = _annotations(
+        classifier,
+        images(),
+        top_k=job.top_k,
+        batch_size=job.batch_size,
+        embeddings=job.embeddings,
+        candidate_labels=job.candidate_labels,
+    )
+    done: list[dict[str, Any]] = []
+    for annotation in annotations:
+        done.append(annotation)
+        while sizes and len(done) >= sizes[0]:
+            size = sizes.popleft()
+            with _CACHE_LOCK:
+                _STATS["rows"] += size
+            yield pd.DataFrame.from_records(done[:size], columns=_OUTPUT_COLUMNS)
+            del done[:size]
+    while sizes:  # empty frames at the end
+        yield pd.DataFrame.from_records([], columns=_OUTPUT_COLUMNS)
+        sizes.popleft()
 
 
 def make_classify_udf(job: ClassifyJob):
