@@ -266,14 +266,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds before each level")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything; report medians")
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=None, help="default: the server's")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
 
     photos = load_photos()
     print(f"photos: {', '.join(name for name, _ in photos)}; cores: {os.cpu_count()}; model: {args.model}")
-    common = ["--max-wait-ms", str(args.max_wait_ms)] + (
+    common = (["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []) + (
         ["--threads", str(args.threads)] if args.threads else []
     )
     embedded: list[float] = []

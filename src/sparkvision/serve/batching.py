@@ -6,7 +6,7 @@ task hands them to :meth:`Classifier.classify_batch` in groups of at most ``max_
 
 When does a batch close? Under load, requests pile up while the previous batch runs, so the next
 batch is simply everything waiting (up to ``max_batch``): no timer is involved. The only wait is a
-short one (``max_wait_s``, a few milliseconds) and it happens only when other requests have already
+short one (``max_wait_s``, tens of milliseconds) and it happens only when other requests have already
 arrived and are still being decoded (:meth:`MicroBatcher.incoming` tells the batcher about them), so
 a lone request never waits for company that is not coming.
 
@@ -90,7 +90,7 @@ class MicroBatcher:
         executor: Executor,
         *,
         max_batch: int = 16,
-        max_wait_s: float = 0.005,
+        max_wait_s: float = 0.02,
         max_queue: int = 512,
     ) -> None:
         self.classifier = classifier

@@ -11,6 +11,8 @@ import socket
 
 import click
 
+from .settings import DEFAULT_MAX_WAIT_MS
+
 __all__ = ["register"]
 
 _DEFAULT_MODEL = "efficientnet_lite0"
@@ -85,7 +87,7 @@ def register(cli: click.Group) -> None:
     )
     @click.option(
         "--max-wait-ms",
-        default=5.0,
+        default=DEFAULT_MAX_WAIT_MS,
         show_default=True,
         type=click.FloatRange(0, 1000),
         help="Longest wait to fill a batch.",
