@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -199,3 +200,34 @@ def test_crop_window_only_for_large_downscales(tmp_path) -> None:
     drafted = decode_image(tmp_path / "big.jpg", min_short_side=draft_short_side(spec))
     assert drafted.reduced and drafted.image.size == (800, 532)
     assert crop_window_resize(drafted, spec)
+
+
+def test_prepared_images_classify_as_their_sources(lite0: Classifier, examples_dir: Path) -> None:
+    """A front may decode and preprocess in its own threads (``prepare``) and batch later: the
+    result is the same as classifying the source itself, bit for bit."""
+    photos = [examples_dir / "chelsea.jpg", examples_dir / "coffee.jpg"]
+    sources = [p.read_bytes() for p in photos]
+    prepared = [lite0.prepare(s) for s in sources]
+    assert prepared[0].pixels.shape == (3, 224, 224) and prepared[0].pixels.dtype == np.float32
+    assert (prepared[0].width, prepared[0].height) == Image.open(photos[0]).size
+    direct = lite0.classify_batch(sources)
+    via_prepared = lite0.classify_batch(prepared)
+    assert [p.class_ids for p in via_prepared] == [p.class_ids for p in direct]
+    assert [p.scores for p in via_prepared] == [p.scores for p in direct]
+    assert list(lite0.classify(prepared[1]))[0].label == "espresso"  # a single prepared image too
+
+
+def test_prepare_refuses_bad_images_and_other_models_inputs(lite0: Classifier, tmp_path: Path) -> None:
+    from sparkvision import ImageDecodeError
+    from sparkvision.classify import PreparedImage
+
+    with pytest.raises(ImageDecodeError):
+        lite0.prepare(b"not an image")
+    big = _jpeg(np.zeros((300, 400, 3), dtype=np.uint8))
+    with pytest.raises(ImageDecodeError, match="pixels"):
+        lite0.prepare(big, max_pixels=100_000)
+    assert lite0.prepare(big).width == 400  # the override applied to that call only
+    other = dataclasses.replace(lite0.spec.preprocess, size=240)  # efficientnet_lite1's input size
+    foreign = PreparedImage(np.zeros((3, 240, 240), np.float32), 240, 240, other)
+    [row] = lite0.classify_batch([foreign])
+    assert row.error and "another model" in row.error and not row.labels

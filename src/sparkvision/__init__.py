@@ -14,7 +14,7 @@ The Spark stages live in :mod:`sparkvision.annotator` / :mod:`sparkvision.base` 
 
 from __future__ import annotations
 
-from .classify import Classifier, Prediction
+from .classify import Classifier, Prediction, PreparedImage
 from .errors import (
     ConfigError,
     ImageDecodeError,
@@ -40,6 +40,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "Prediction",
+    "PreparedImage",
     "PreprocessSpec",
     "SparkvisionError",
     "__version__",

@@ -37,15 +37,13 @@ from .models.spec import MODEL_FILE, ModelSpec
 from .models.store import cached_model_dir
 from .preprocess import PreprocessSpec, preprocess
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "Prediction"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "Prediction", "PreparedImage"]
 
 log = logging.getLogger(__name__)
 
 #: Images per ONNX Runtime call. Measured with benchmarks/throughput.py (see README): throughput is
 #: flat from 8 to 32 on 2 cores; 16 keeps latency and memory low.
 DEFAULT_BATCH_SIZE = 16
-
-_SINGLE_INPUTS = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, DecodedImage)
 
 
 def draft_short_side(spec: PreprocessSpec) -> int:
@@ -110,6 +108,28 @@ class Prediction:
         if self.embedding is not None:
             record["embedding"] = [float(v) for v in self.embedding]
         return record
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image decoded and preprocessed for one model: the tensor it takes (3×S×S float32).
+
+    Made by :meth:`Classifier.prepare`, so that a front can do the per-image work in its own threads
+    as inputs arrive, and batching later only stacks tensors (the web service prepares each upload
+    while other requests' batches run). ``preprocess`` is the spec it was made with: a classifier
+    whose preprocessing differs refuses it (an error row), never classifies it silently.
+    """
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    preprocess: PreprocessSpec
+
+
+#: Inputs that are one image each (anything else iterable is a collection of inputs).
+_SINGLE_INPUTS = (
+    str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, DecodedImage, PreparedImage,
+)  # fmt: skip
 
 
 @dataclass
@@ -308,19 +328,34 @@ class Classifier:
             )
         return top_k
 
-    def _load(self, source: Any) -> _Loaded:
+    def prepare(self, source: Any, *, max_pixels: int | None = None) -> PreparedImage:
+        """Decode and preprocess one in-memory source (bytes, a Pillow image, an H×W×3 array, a
+        decoded image) for this classifier's model; classify the result later, alone or batched.
+
+        ``max_pixels`` overrides the classifier's decompression-bomb limit. Raises
+        :class:`~sparkvision.errors.ImageDecodeError` for an image that cannot be read.
+        """
         spec = self.spec.preprocess
+        if isinstance(source, PreparedImage):
+            if source.preprocess != spec:
+                raise ConfigError(
+                    f"this image was prepared for another model's preprocessing, not {self.spec.name!r}'s"
+                )
+            return source
+        if isinstance(source, DecodedImage):
+            decoded = source
+        else:
+            limit = self.max_pixels if max_pixels is None else max_pixels
+            decoded = decode_image(source, max_pixels=limit, min_short_side=draft_short_side(spec))
+        pixels = preprocess(decoded.image, spec, window=crop_window_resize(decoded, spec))
+        return PreparedImage(pixels, decoded.width, decoded.height, spec)
+
+    def _load(self, source: Any) -> _Loaded:
         try:
             if source is None:
                 return _Loaded(None, error="no image data (null input)")
-            if isinstance(source, DecodedImage):
-                decoded = source
-            else:
-                decoded = decode_image(
-                    source, max_pixels=self.max_pixels, min_short_side=draft_short_side(spec)
-                )
-            pixels = preprocess(decoded.image, spec, window=crop_window_resize(decoded, spec))
-            return _Loaded(pixels, decoded.width, decoded.height)
+            prepared = self.prepare(source)
+            return _Loaded(prepared.pixels, prepared.width, prepared.height)
         except SparkvisionError as exc:
             return _Loaded(None, error=str(exc))
         except Exception as exc:  # a decoder bug must not take the other images down with it

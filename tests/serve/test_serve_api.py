@@ -317,6 +317,9 @@ class _SlowClassifier:
     def spec(self):
         return self.inner.spec
 
+    def prepare(self, source, **options):
+        return self.inner.prepare(source, **options)
+
     def classify_batch(self, sources, **options):
         self.calls.append(len(sources))
         time.sleep(self.delay)
@@ -371,6 +374,11 @@ class _ZeroShotStub:
             name="zs_stub", family="clip", task="zero-shot", preprocess=PreprocessSpec(size=32)
         )
         self.seen_labels: list[list[str]] = []
+
+    def prepare(self, source, **options):
+        from sparkvision import Classifier
+
+        return Classifier("no-model-file-needed", self.spec).prepare(source, **options)
 
     def classify_batch(self, sources, *, top_k, candidate_labels=None, **options):
         assert candidate_labels is not None, "candidate labels must reach the classifier"

@@ -30,10 +30,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..classify import Prediction, draft_short_side
+from ..classify import Prediction, PreparedImage
 from ..engine import default_threads
 from ..errors import ConfigError, ImageDecodeError, SparkvisionError
-from ..images import DecodedImage, decode_image
 from ..models.catalogue import DEFAULT_MODEL
 from .batching import QueueFullError
 from .errors import ApiError, decode_error_status, error_body
@@ -262,9 +261,11 @@ def _check_labels(slot: ModelSlot, text: str | None) -> list[str] | None:
     return labels
 
 
-def _decode(data: bytes, max_pixels: int, min_short_side: int) -> DecodedImage | ImageDecodeError:
+def _prepare(classifier: Any, data: bytes, max_pixels: int) -> PreparedImage | ImageDecodeError:
+    """Decode and preprocess one upload in a decoder thread, so that the inference thread only
+    stacks tensors (its batches never wait for resizing)."""
     try:
-        return decode_image(data, max_pixels=max_pixels, min_short_side=min_short_side)
+        return classifier.prepare(data, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         return exc
     except Exception as exc:  # a decoder bug must not become a 500 for the whole request
@@ -282,18 +283,17 @@ async def _classify_uploads(
     batcher = slot.batcher
     assert batcher is not None
     loop = asyncio.get_running_loop()
-    min_short_side = draft_short_side(slot.spec.preprocess)
     batcher.incoming(len(uploads))
     try:
         decoded = await asyncio.gather(
             *(
-                loop.run_in_executor(decoders, _decode, upload.data, settings.max_pixels, min_short_side)
+                loop.run_in_executor(decoders, _prepare, slot.classifier, upload.data, settings.max_pixels)
                 for upload in uploads
             )
         )
     finally:
         batcher.incoming(-len(uploads))
-    good = [i for i, item in enumerate(decoded) if isinstance(item, DecodedImage)]
+    good = [i for i, item in enumerate(decoded) if isinstance(item, PreparedImage)]
     try:
         batched = await batcher.submit(
             [decoded[i] for i in good],
