@@ -47,7 +47,15 @@ def test_skimage_arrays_bytes_and_pil_agree(lite0: Classifier) -> None:
     assert (first.width, first.height) == (451, 300)
 
 
-def test_bad_files_keep_their_rows_and_never_shift_results(lite0: Classifier, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "mode",
+    [{"threads": 2}, {"threads": 3}, {"decode_workers": 2}, {"decode_workers": 0}],
+    ids=["2-lanes", "3-lanes", "pipelined", "inline"],
+)
+def test_bad_files_keep_their_rows_and_never_shift_results(
+    lite0: Classifier, tmp_path: Path, mode: dict[str, int]
+) -> None:
+    lite0 = Classifier(lite0.model_dir, lite0.spec, **mode)
     good_cat = tmp_path / "a_cat.jpg"
     good_cat.write_bytes(_jpeg(skdata.chelsea()))
     truncated = tmp_path / "b_truncated.jpg"
@@ -214,7 +222,8 @@ def test_prepared_images_classify_as_their_sources(lite0: Classifier, examples_d
     via_prepared = lite0.classify_batch(prepared)
     assert [p.class_ids for p in via_prepared] == [p.class_ids for p in direct]
     assert [p.scores for p in via_prepared] == [p.scores for p in direct]
-    assert list(lite0.classify(prepared[1]))[0].label == "espresso"  # a single prepared image too
+    [single] = lite0.classify(prepared[1])  # a single prepared image too
+    assert single.label == "espresso"
 
 
 def test_prepare_refuses_bad_images_and_other_models_inputs(lite0: Classifier, tmp_path: Path) -> None:
@@ -231,3 +240,26 @@ def test_prepare_refuses_bad_images_and_other_models_inputs(lite0: Classifier, t
     foreign = PreparedImage(np.zeros((3, 240, 240), np.float32), 240, 240, other)
     [row] = lite0.classify_batch([foreign])
     assert row.error and "another model" in row.error and not row.labels
+
+
+def test_lanes_for_streams_and_all_threads_for_one_batch(lite0: Classifier, examples_dir: Path) -> None:
+    """A stream runs one batch per core (lanes); an in-memory batch that fits in one batch runs on
+    every core at once (the web service's latency); ``decode_workers`` asks for the pipelined mode.
+    Every mode gives the same predictions."""
+    from sparkvision.classify import _InMemorySources
+
+    four = Classifier(lite0.model_dir, lite0.spec, threads=4)
+    assert four._lanes(examples_dir, 16) == 4
+    assert four._lanes(_InMemorySources([b""] * 16), 16) == 1
+    assert four._lanes(_InMemorySources([b""] * 17), 16) == 4
+    assert four._lanes(_InMemorySources(iter([b""])), 16) == 4  # a stream of unknown length
+    assert Classifier(lite0.model_dir, lite0.spec, threads=4, decode_workers=2)._lanes(examples_dir, 16) == 1
+
+    lanes = list(Classifier(lite0.model_dir, lite0.spec, threads=2).classify(examples_dir, batch_size=2))
+    pipelined = list(
+        Classifier(lite0.model_dir, lite0.spec, decode_workers=2).classify(examples_dir, batch_size=2)
+    )
+    assert [p.path for p in lanes] == [p.path for p in pipelined]
+    assert [p.class_ids for p in lanes] == [p.class_ids for p in pipelined]
+    for a, b in zip(lanes, pipelined):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)  # one-thread vs two-thread kernels

@@ -247,12 +247,10 @@ def _view(classifier: Classifier, labels: Sequence[str], text: np.ndarray, scale
         activation="softmax",
         outputs=("logits", "embeddings"),
     )
-    engine = _ZeroShotEngine(classifier.engine, text, scale)
 
     class ZeroShotView(Classifier):
-        @property
-        def engine(self) -> Any:  # type: ignore[override]
-            return engine
+        def _engine(self, threads: int | None) -> Any:  # the image model's engine, zero-shot logits
+            return _ZeroShotEngine(classifier._engine(threads), text, scale)
 
     return ZeroShotView(
         classifier.model_dir,
