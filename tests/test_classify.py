@@ -49,8 +49,8 @@ def test_skimage_arrays_bytes_and_pil_agree(lite0: Classifier) -> None:
 
 @pytest.mark.parametrize(
     "mode",
-    [{"threads": 2}, {"threads": 3}, {"decode_workers": 2}, {"decode_workers": 0}],
-    ids=["2-lanes", "3-lanes", "pipelined", "inline"],
+    [{"threads": 1}, {"threads": 2}, {"threads": 3}, {"decode_workers": 2}, {"decode_workers": 0}],
+    ids=["1-lane", "2-lanes", "3-lanes", "pipelined", "inline"],
 )
 def test_bad_files_keep_their_rows_and_never_shift_results(
     lite0: Classifier, tmp_path: Path, mode: dict[str, int]
@@ -250,10 +250,11 @@ def test_lanes_for_streams_and_all_threads_for_one_batch(lite0: Classifier, exam
 
     four = Classifier(lite0.model_dir, lite0.spec, threads=4)
     assert four._lanes(examples_dir, 16) == 4
-    assert four._lanes(_InMemorySources([b""] * 16), 16) == 1
+    assert four._lanes(_InMemorySources([b""] * 16), 16) == 0
     assert four._lanes(_InMemorySources([b""] * 17), 16) == 4
     assert four._lanes(_InMemorySources(iter([b""])), 16) == 4  # a stream of unknown length
-    assert Classifier(lite0.model_dir, lite0.spec, threads=4, decode_workers=2)._lanes(examples_dir, 16) == 1
+    assert Classifier(lite0.model_dir, lite0.spec, threads=4, decode_workers=2)._lanes(examples_dir, 16) == 0
+    assert Classifier(lite0.model_dir, lite0.spec, threads=1)._lanes(examples_dir, 16) == 1
 
     lanes = list(Classifier(lite0.model_dir, lite0.spec, threads=2).classify(examples_dir, batch_size=2))
     pipelined = list(

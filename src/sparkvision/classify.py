@@ -185,8 +185,8 @@ class Classifier:
             service calls it) runs on ONNX Runtime with this many intra-op threads.
         decode_workers: set it to use the pipelined mode instead of lanes: this many threads decode
             and preprocess ahead of one inference at a time on ``threads`` intra-op threads (0:
-            decode inline). Lanes measured 11-16 % faster end to end on a 2-core AVX-512 machine and
-            level on an AVX2 one (``benchmarks/throughput.py``).
+            decode inline). Lanes measured 6-9 % faster end to end than this mode in paired runs on a
+            2-core AVX-512 machine, and about level in an earlier experiment on an AVX2 one.
         max_pixels: images with more pixels are refused (decompression-bomb guard).
     """
 
@@ -302,7 +302,7 @@ class Classifier:
             raise ConfigError(f"batch_size must be at least 1, got {size}")
         lanes = self._lanes(inputs, size)
         sources = enumerate(iter_sources(inputs, recursive=recursive))
-        if lanes > 1:
+        if lanes:
             batches = self._lane_batches(sources, size, lanes, outputs, k, threshold)
         else:
             batches = (
@@ -396,13 +396,18 @@ class Classifier:
             )
 
     def _lanes(self, inputs: Any, size: int) -> int:
-        """How many batches to run at once: one per core for a stream of images, unless the caller
-        chose the pipelined mode (``decode_workers``) or the input is one batch's worth."""
+        """How many batches to run at once: one per core for a stream of images; 0 for the
+        pipelined mode, which the caller chose (``decode_workers``) or which one batch's worth of
+        in-memory images gets (every core on that batch, through intra-op threads: latency).
+
+        With one core (a Spark task's ``spark.task.cpus=1``) that is one lane: decoding and
+        inference take turns in one thread, which measured 6 % faster in Spark's Python workers
+        than overlapping them with decode threads on the core the other worker uses."""
         if self.decode_workers is not None:
-            return 1
+            return 0
         items = inputs.items if isinstance(inputs, _InMemorySources) else None
         if isinstance(items, Sized) and len(items) <= size:
-            return 1  # latency: one batch gets every core through intra-op threads
+            return 0
         return self.threads or default_threads()
 
     def _lane_batches(
