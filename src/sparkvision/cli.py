@@ -88,7 +88,11 @@ def _check_paths(paths: tuple[str, ...], recursive: bool) -> None:
 @click.option("-r", "--recursive", is_flag=True, help="Descend into subfolders.")
 @click.option("-b", "--batch-size", type=int, default=None, help="Images per inference batch [default: 16].")
 @click.option(
-    "-t", "--threads", type=int, default=None, help="ONNX Runtime threads [default: physical cores]."
+    "-t",
+    "--threads",
+    type=int,
+    default=None,
+    help="Cores to use: batches at once, one per core [default: physical cores].",
 )
 @click.option("--threshold", type=float, default=None, help="Only report labels scoring at least this.")
 @click.option(
