@@ -114,7 +114,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300, help="images in the folder")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=None, help="decode threads (default: the library's)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="decode threads: the pipelined mode (default: lanes)"
+    )
     parser.add_argument("--torch-images", type=int, default=160, help="images for the (slow) torch loop")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak RSS for N vs 5·N images")
