@@ -322,9 +322,10 @@ class Classifier:
         """Classify a stream of in-memory sources lazily (bytes, images, arrays, decoded images;
         ``None`` becomes an error row), one prediction per source, in order.
 
-        Unlike :meth:`classify`, strings are never taken for paths, and the stream is read only as
-        far as decoding has got ahead of inference — so a long stream (a Spark partition arriving in
-        Arrow batches) keeps decoding and inference overlapped from its first image to its last.
+        Unlike :meth:`classify`, strings are never taken for paths, and the stream is read only a
+        few batches ahead of inference — so a long stream (a Spark partition arriving in Arrow
+        batches) flows through in full batches, never restarting at the stream's own chunk
+        boundaries.
         """
         return self.classify(_InMemorySources(sources), **options)
 
@@ -361,8 +362,8 @@ class Classifier:
         return top_k
 
     def prepare(self, source: Any, *, max_pixels: int | None = None) -> PreparedImage:
-        """Decode and preprocess one in-memory source (bytes, a Pillow image, an H×W×3 array, a
-        decoded image) for this classifier's model; classify the result later, alone or batched.
+        """Decode and preprocess one image (a path, bytes, a Pillow image, an H×W×3 array, a decoded
+        image) for this classifier's model; classify the result later, alone or batched.
 
         ``max_pixels`` overrides the classifier's decompression-bomb limit. Raises
         :class:`~sparkvision.errors.ImageDecodeError` for an image that cannot be read.

@@ -250,11 +250,10 @@ def _frame_images(frame: pd.DataFrame) -> list[ImageInput]:
 def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """The body of the pandas UDF: image rows in, category annotation structs out (same count, order).
 
-    The whole partition is one stream through the core, not one call per Arrow batch: decoding of
-    the next batch's first images overlaps inference on this one's last, instead of the pipeline
-    draining and refilling at every Arrow batch boundary. An iterator pandas UDF may do this — Spark
-    only requires the output, in total, to have the input's rows in order — and output frames keep
-    the input frames' sizes.
+    The whole partition is one stream through the core, not one call per Arrow batch: the core's
+    batches span Arrow batch boundaries, so none is cut short and no decode pipeline drains and
+    refills at each boundary. An iterator pandas UDF may do this — Spark only requires the output,
+    in total, to have the input's rows in order — and output frames keep the input frames' sizes.
     """
     first = next(batches, None)
     if first is None:
