@@ -279,17 +279,19 @@ def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Itera
         candidate_labels=job.candidate_labels,
     )
     done: list[dict[str, Any]] = []
-    for annotation in annotations:
-        done.append(annotation)
+
+    def complete_frames() -> Iterator[pd.DataFrame]:
         while sizes and len(done) >= sizes[0]:
             size = sizes.popleft()
             with _CACHE_LOCK:
                 _STATS["rows"] += size
             yield pd.DataFrame.from_records(done[:size], columns=_OUTPUT_COLUMNS)
             del done[:size]
-    while sizes:  # empty frames at the end
-        yield pd.DataFrame.from_records([], columns=_OUTPUT_COLUMNS)
-        sizes.popleft()
+
+    for annotation in annotations:
+        done.append(annotation)
+        yield from complete_frames()
+    yield from complete_frames()  # frames of no rows after the last annotation
 
 
 def make_classify_udf(job: ClassifyJob):
