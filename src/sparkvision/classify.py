@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .engine import Engine, default_threads, forget_engines, get_engine
-from .errors import ConfigError, InputNotFoundError, ModelFormatError, SparkvisionError
+from .errors import ConfigError, ImageDecodeError, InputNotFoundError, ModelFormatError, SparkvisionError
 from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image, iter_image_files
 from .models.catalogue import DEFAULT_MODEL, get_entry, resolve_model
 from .models.spec import MODEL_FILE, ModelSpec
@@ -366,7 +366,8 @@ class Classifier:
         image) for this classifier's model; classify the result later, alone or batched.
 
         ``max_pixels`` overrides the classifier's decompression-bomb limit. Raises
-        :class:`~sparkvision.errors.ImageDecodeError` for an image that cannot be read.
+        :class:`~sparkvision.errors.ImageDecodeError` for an image that cannot be read — also when a
+        decoder fails in an unforeseen way, so that one image never takes its batch down.
         """
         spec = self.spec.preprocess
         if isinstance(source, PreparedImage):
@@ -375,12 +376,19 @@ class Classifier:
                     f"this image was prepared for another model's preprocessing, not {self.spec.name!r}'s"
                 )
             return source
-        if isinstance(source, DecodedImage):
-            decoded = source
-        else:
-            limit = self.max_pixels if max_pixels is None else max_pixels
-            decoded = decode_image(source, max_pixels=limit, min_short_side=draft_short_side(spec))
-        pixels = preprocess(decoded.image, spec, window=crop_window_resize(decoded, spec))
+        try:
+            if isinstance(source, DecodedImage):
+                decoded = source
+            else:
+                limit = self.max_pixels if max_pixels is None else max_pixels
+                decoded = decode_image(source, max_pixels=limit, min_short_side=draft_short_side(spec))
+            pixels = preprocess(decoded.image, spec, window=crop_window_resize(decoded, spec))
+        except SparkvisionError:
+            raise
+        except Exception as exc:  # a decoder bug
+            raise ImageDecodeError(
+                f"unexpected error while reading the image: {exc.__class__.__name__}: {exc}"
+            ) from exc
         return PreparedImage(pixels, decoded.width, decoded.height, spec)
 
     def _load(self, source: Any) -> _Loaded:
@@ -389,12 +397,8 @@ class Classifier:
                 return _Loaded(None, error="no image data (null input)")
             prepared = self.prepare(source)
             return _Loaded(prepared.pixels, prepared.width, prepared.height)
-        except SparkvisionError as exc:
+        except SparkvisionError as exc:  # prepare() turns a decoder bug into ImageDecodeError too
             return _Loaded(None, error=str(exc))
-        except Exception as exc:  # a decoder bug must not take the other images down with it
-            return _Loaded(
-                None, error=f"unexpected error while reading the image: {exc.__class__.__name__}: {exc}"
-            )
 
     def _lanes(self, inputs: Any, size: int) -> int:
         """How many batches to run at once: one per core for a stream of images; 0 for the

@@ -263,13 +263,12 @@ def _check_labels(slot: ModelSlot, text: str | None) -> list[str] | None:
 
 def _prepare(classifier: Any, data: bytes, max_pixels: int) -> PreparedImage | ImageDecodeError:
     """Decode and preprocess one upload in a decoder thread, so that the inference thread only
-    stacks tensors (its batches never wait for resizing)."""
+    stacks tensors (its batches never wait for resizing). The core reports every failure to read
+    the image, a decoder bug included, as ImageDecodeError."""
     try:
         return classifier.prepare(data, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         return exc
-    except Exception as exc:  # a decoder bug must not become a 500 for the whole request
-        return ImageDecodeError(f"unexpected error while reading the image: {exc.__class__.__name__}: {exc}")
 
 
 async def _classify_uploads(
