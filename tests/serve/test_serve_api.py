@@ -218,9 +218,11 @@ def test_unknown_model_lists_the_available_names(serve_client):
     assert "tiny_colour" in body["models"] and "tiny_colour" in body["error"]
 
 
-def test_catalogue_model_not_built_is_not_built_on_request(serve_client, monkeypatch):
+def test_catalogue_model_not_built_is_not_built_on_request(serve_client, monkeypatch, tmp_path):
     from sparkvision.models import catalogue
 
+    # An empty cache: the session's shared one holds efficientnet_lite2 once test_classify built it.
+    monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path))
     client = serve_client()
     built = []
     monkeypatch.setattr(catalogue, "build_model_dir", lambda *a, **k: built.append(a))
