@@ -10,24 +10,35 @@ do about it.
     ├── ConfigError            bad argument or option (unknown format, top_k out of range, ...)
     ├── InputNotFoundError     a path the user named does not exist / holds no images
     ├── ImageDecodeError       one image could not be read (per-image: becomes a row's ``error``)
+    │   ├── ImageUnavailableError  no data to read: None, 0 bytes, a missing or unreadable file
+    │   ├── UnsupportedImageError  not an image, or a format / pixel mode / input type we cannot decode
+    │   ├── ImageTooLargeError     over the pixel limit (decompression-bomb guard)
+    │   └── CorruptImageError      the data claims to be an image but cannot be parsed
+    │       └── TruncatedImageError    the data ends early (interrupted download or copy)
     ├── ModelNotFoundError     a model name that no catalogue entry or cache directory matches
     ├── ModelFormatError       a model directory or ``sparkvision.json`` that is missing or damaged
     └── ModelImportError       a checkpoint that cannot be turned into our model format
 
 Per-image problems never escape a batch: :class:`ImageDecodeError` is caught by the classifier and
-recorded on that image's prediction.
+recorded on that image's prediction. Its subclasses say the cause by type, so that a front can act on
+it (the web service answers 415, 413 or 422) without reading the message.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "CorruptImageError",
     "ImageDecodeError",
+    "ImageTooLargeError",
+    "ImageUnavailableError",
     "InputNotFoundError",
     "ModelFormatError",
     "ModelImportError",
     "ModelNotFoundError",
     "SparkvisionError",
+    "TruncatedImageError",
+    "UnsupportedImageError",
 ]
 
 
@@ -45,6 +56,26 @@ class InputNotFoundError(SparkvisionError, FileNotFoundError):
 
 class ImageDecodeError(SparkvisionError):
     """One image could not be decoded (corrupt, truncated, not an image, too large...)."""
+
+
+class ImageUnavailableError(ImageDecodeError):
+    """There is no image data to decode: ``None``, 0 bytes, or a file that is missing or unreadable."""
+
+
+class UnsupportedImageError(ImageDecodeError):
+    """The data is not an image, or uses a format, pixel mode or input type we cannot decode."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image has more pixels than the limit allows (a decompression-bomb guard)."""
+
+
+class CorruptImageError(ImageDecodeError):
+    """The data looks like an image but its header or pixel data cannot be parsed."""
+
+
+class TruncatedImageError(CorruptImageError):
+    """The image data ends before the image does (an interrupted download or copy)."""
 
 
 class ModelNotFoundError(SparkvisionError, LookupError):

@@ -46,7 +46,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from sparkvision.errors import ConfigError, ImageDecodeError, InputNotFoundError
+from sparkvision.errors import (
+    ConfigError,
+    CorruptImageError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    ImageUnavailableError,
+    InputNotFoundError,
+    TruncatedImageError,
+    UnsupportedImageError,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -252,7 +261,7 @@ def decode_image(
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = memoryview(source)
         if view.nbytes == 0:
-            raise ImageDecodeError("empty image data (0 bytes): nothing to decode")
+            raise ImageUnavailableError("empty image data (0 bytes): nothing to decode")
         encoded = view if view.c_contiguous else view.tobytes()
         return _decode_stream(io.BytesIO(encoded), max_pixels, min_short_side)
     if isinstance(source, (str, os.PathLike)):
@@ -260,8 +269,8 @@ def decode_image(
         with _open_image_file(path) as fh:
             return _decode_stream(fh, max_pixels, min_short_side)
     if source is None:
-        raise ImageDecodeError("no image data (got None)")
-    raise ImageDecodeError(
+        raise ImageUnavailableError("no image data (got None)")
+    raise UnsupportedImageError(
         f"unsupported input type {type(source).__name__}: pass a file path, encoded bytes, "
         "a PIL image or a numpy array"
     )
@@ -285,24 +294,26 @@ def _open_image_file(path: str) -> io.BufferedReader:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ImageDecodeError("file not found (or a broken symbolic link)") from None
+        raise ImageUnavailableError("file not found (or a broken symbolic link)") from None
     except PermissionError:
-        raise ImageDecodeError("permission denied: cannot access the file") from None
+        raise ImageUnavailableError("permission denied: cannot access the file") from None
     except (OSError, ValueError) as exc:  # ValueError: embedded NUL in the path
-        raise ImageDecodeError(f"cannot access the file: {_os_reason(exc)}") from None
+        raise ImageUnavailableError(f"cannot access the file: {_os_reason(exc)}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise ImageDecodeError("is a directory, not an image file (pass folders to the folder scan instead)")
+        raise ImageUnavailableError(
+            "is a directory, not an image file (pass folders to the folder scan instead)"
+        )
     if not stat.S_ISREG(st.st_mode):
         # A FIFO or device would block or stream forever; refuse it before opening.
-        raise ImageDecodeError("not a regular file (a pipe, socket or device)")
+        raise ImageUnavailableError("not a regular file (a pipe, socket or device)")
     if st.st_size == 0:
-        raise ImageDecodeError("file is empty (0 bytes)")
+        raise ImageUnavailableError("file is empty (0 bytes)")
     try:
         return open(path, "rb")
     except PermissionError:
-        raise ImageDecodeError("permission denied: the file is not readable") from None
+        raise ImageUnavailableError("permission denied: the file is not readable") from None
     except OSError as exc:
-        raise ImageDecodeError(f"cannot open the file: {_os_reason(exc)}") from None
+        raise ImageUnavailableError(f"cannot open the file: {_os_reason(exc)}") from None
 
 
 def _os_reason(exc: BaseException) -> str:
@@ -348,10 +359,10 @@ def _unidentified(fp: io.BufferedIOBase | io.BytesIO) -> ImageDecodeError:
         except Exception:  # a plugin's signature test failing says nothing either way
             claimed = False
         if claimed:
-            return ImageDecodeError(
+            return CorruptImageError(
                 f"corrupt {name} header: the data starts like a {name} file but its header cannot be parsed"
             )
-    return ImageDecodeError(
+    return UnsupportedImageError(
         "not a recognised image format: the data matches no image type Pillow can decode here"
     )
 
@@ -375,7 +386,7 @@ def _finish(
     width, height = img.size
     _check_pixels(width, height, max_pixels)
     if source_mode not in _SUPPORTED_MODES:
-        raise ImageDecodeError(f"unsupported pixel mode {source_mode!r}: convert the image to RGB first")
+        raise UnsupportedImageError(f"unsupported pixel mode {source_mode!r}: convert the image to RGB first")
 
     drafted = False
     if allow_draft and min_short_side and fmt in ("JPEG", "MPO"):
@@ -400,7 +411,7 @@ def _finish(
     except ImageDecodeError:
         raise
     except Exception as exc:  # e.g. a palette that does not match its data
-        raise ImageDecodeError(f"cannot convert {source_mode} pixels to RGB: {_describe(exc)}") from None
+        raise CorruptImageError(f"cannot convert {source_mode} pixels to RGB: {_describe(exc)}") from None
     if copy and rgb is img:
         rgb = img.copy()
     if orientation in (5, 6, 7, 8):
@@ -426,17 +437,17 @@ def _draft_jpeg(img: Image.Image, min_short_side: int) -> bool:
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
-        raise ImageDecodeError(f"image has no pixels ({width}×{height})")
+        raise CorruptImageError(f"image has no pixels ({width}×{height})")
     pixels = width * height
     if pixels > max_pixels:
-        raise ImageDecodeError(
+        raise ImageTooLargeError(
             f"image is too large: {width}×{height} = {pixels:,} pixels, over the limit of "
             f"{max_pixels:,} (possible decompression bomb); raise max_pixels if you trust this file"
         )
 
 
 def _over_limit_from_pillow(exc: Exception, max_pixels: int) -> ImageDecodeError:
-    return ImageDecodeError(
+    return ImageTooLargeError(
         f"image is too large: over Pillow's decompression-bomb limit ({exc}); our limit is "
         f"{max_pixels:,} pixels"
     )
@@ -446,8 +457,8 @@ def _decode_failure(exc: BaseException, part: str = "data") -> ImageDecodeError:
     """Name the problem: truncation (the commonest: interrupted downloads and copies) or corruption."""
     text = str(exc)
     if isinstance(exc, EOFError) or (isinstance(exc, OSError) and "truncated" in text.lower()):
-        return ImageDecodeError(f"truncated image {part}: the file ends early ({_describe(exc)})")
-    return ImageDecodeError(f"corrupt image {part}: {_describe(exc)}")
+        return TruncatedImageError(f"truncated image {part}: the file ends early ({_describe(exc)})")
+    return CorruptImageError(f"corrupt image {part}: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -550,7 +561,7 @@ def _decode_array(array: np.ndarray, max_pixels: int) -> DecodedImage:
     elif a.ndim == 3 and a.shape[2] in (3, 4):
         layout = _ARRAY_LAYOUTS[a.shape[2]]
     else:
-        raise ImageDecodeError(
+        raise UnsupportedImageError(
             f"unsupported array shape {tuple(array.shape)}: expected H×W (gray), H×W×3 (RGB) or H×W×4 (RGBA)"
         )
     height, width = a.shape[:2]
@@ -569,15 +580,17 @@ def _array_to_uint8(a: np.ndarray) -> np.ndarray:
         return _scale_uint16(a)
     if np.issubdtype(a.dtype, np.floating):
         if not np.all(np.isfinite(a)):
-            raise ImageDecodeError("float array contains NaN or infinite values")
+            raise UnsupportedImageError("float array contains NaN or infinite values")
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
-            raise ImageDecodeError(
+            raise UnsupportedImageError(
                 f"float array values must lie in [0, 1], found {lo:g}..{hi:g}; "
                 "for 0–255 data pass array.astype(numpy.uint8)"
             )
         return np.rint(a.astype(np.float64) * 255.0).astype(np.uint8)
-    raise ImageDecodeError(f"unsupported array dtype {a.dtype}: use uint8 (or uint16, bool, float in [0, 1])")
+    raise UnsupportedImageError(
+        f"unsupported array dtype {a.dtype}: use uint8 (or uint16, bool, float in [0, 1])"
+    )
 
 
 def decode_bgr_struct(height: int, width: int, n_channels: int, mode: int, data: bytes) -> DecodedImage:
@@ -591,25 +604,25 @@ def decode_bgr_struct(height: int, width: int, n_channels: int, mode: int, data:
     """
     if mode not in _SPARK_MODES:
         if mode == -1 or not data:
-            raise ImageDecodeError(
+            raise CorruptImageError(
                 "Spark could not decode this image (invalid row from the image data source)"
             )
-        raise ImageDecodeError(
+        raise UnsupportedImageError(
             f"unsupported Spark image mode {mode}: expected 0 (gray), 16 (BGR) or 24 (BGRA)"
         )
     expected_channels, source_mode = _SPARK_MODES[mode]
     if n_channels != expected_channels:
-        raise ImageDecodeError(
+        raise CorruptImageError(
             f"Spark image mode {mode} needs {expected_channels} channel(s), the row says {n_channels}"
         )
     if height <= 0 or width <= 0:
-        raise ImageDecodeError(f"image has no pixels ({width}×{height})")
+        raise CorruptImageError(f"image has no pixels ({width}×{height})")
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageDecodeError(f"Spark image data must be bytes, got {type(data).__name__}")
+        raise UnsupportedImageError(f"Spark image data must be bytes, got {type(data).__name__}")
     view = memoryview(data)
     expected = height * width * n_channels
     if view.nbytes != expected:
-        raise ImageDecodeError(
+        raise CorruptImageError(
             f"Spark image data holds {view.nbytes:,} bytes, but {height}×{width}×{n_channels} "
             f"needs {expected:,}"
         )

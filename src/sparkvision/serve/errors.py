@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ImageDecodeError, ImageTooLargeError, UnsupportedImageError
+
 __all__ = ["ApiError", "decode_error_status", "error_body"]
 
 
@@ -39,18 +41,15 @@ def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, 
     return {"error": message, "code": code, "status": status, **extra}
 
 
-def decode_error_status(message: str) -> tuple[int, str]:
-    """Status and code for an :class:`~sparkvision.errors.ImageDecodeError` message.
+def decode_error_status(error: ImageDecodeError) -> tuple[int, str]:
+    """Status and code for an image that cannot be decoded, chosen by the error's type:
 
-    * not an image at all (text, PDF, unknown format) → 415 Unsupported Media Type;
+    * not an image at all (text, PDF, unknown format, unsupported pixel mode) → 415 Unsupported Media Type;
     * over the pixel limit (decompression bomb) → 413 Content Too Large;
-    * anything else (truncated, corrupt, empty, unsupported pixel mode) → 422 Unprocessable Content.
-
-    The decoder has one exception type, so the kind is read from its message; the tests pin each case.
+    * anything else (truncated, corrupt, empty) → 422 Unprocessable Content.
     """
-    text = message.lower()
-    if text.startswith("not a recognised image format"):
+    if isinstance(error, UnsupportedImageError):
         return 415, "unsupported_media_type"
-    if text.startswith("image is too large"):
+    if isinstance(error, ImageTooLargeError):
         return 413, "image_too_large"
     return 422, "unreadable_image"
