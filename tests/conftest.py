@@ -29,3 +29,11 @@ def lite0():
     from sparkvision import Classifier
 
     return Classifier.pretrained("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real 3-class model (red / green / blue) whose right answers are known."""
+    from tiny_models import write_colour_model
+
+    return write_colour_model(tmp_path_factory.mktemp("models") / "tiny_colour")

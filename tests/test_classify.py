@@ -127,7 +127,7 @@ def test_missing_single_path_and_bad_inputs(lite0: Classifier, tmp_path: Path) -
         list(lite0.classify(tmp_path / "nope"))
     with pytest.raises(InputNotFoundError, match="no image files"):
         list(lite0.classify(tmp_path))
-    with pytest.raises(ConfigError, match="cannot classify"):
+    with pytest.raises(ConfigError, match="cannot read images from a int"):
         list(lite0.classify(42))
 
 
@@ -155,48 +155,20 @@ def test_bigger_variants(name: str, examples_dir: Path) -> None:
     assert set(by_name["chelsea.jpg"].class_ids[:2]) & CAT_CLASSES
 
 
-def _tiny_colour_model(directory: Path) -> Path:
-    """A 2-class ONNX model that says whether an image is more red or more blue."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from sparkvision.models.spec import ModelSpec
-    from sparkvision.preprocess import PreprocessSpec
-
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [1, 0, -1, -1, 0, 1])
-    graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["pixel_values"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["flat"]),
-            helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
-        ],
-        "colour",
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
-        [weights],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    directory.mkdir()
-    onnx.save(model, directory / "model.onnx")
-    ModelSpec(name="colour", family="test", preprocess=PreprocessSpec(size=8), labels=("red", "blue")).save(
-        directory
-    )
-    return directory
-
-
-def test_small_models_default_to_all_their_classes(tmp_path: Path) -> None:
-    clf = Classifier(_tiny_colour_model(tmp_path / "colour"))
+def test_small_models_default_to_all_their_classes(colour_model: Path, tmp_path: Path) -> None:
+    clf = Classifier(colour_model)
     red, blue = clf.classify(
         [np.full((20, 30, 3), (250, 10, 10), np.uint8), np.full((9, 9, 3), (0, 0, 200), np.uint8)]
     )
-    assert red.labels == ("red", "blue") and blue.labels == ("blue", "red")
-    with pytest.raises(ConfigError, match="between 1 and 2"):
+    assert len(red.labels) == len(blue.labels) == 3  # default 5, lowered to the model's 3 classes
+    assert red.label == "red" and blue.label == "blue"
+    with pytest.raises(ConfigError, match="between 1 and 3"):
         list(clf.classify(tmp_path, top_k=5))
 
 
 def test_crop_window_only_for_large_downscales(tmp_path) -> None:
-    from sparkvision.classify import crop_window_resize, draft_short_side
     from sparkvision.images import decode_image
+    from sparkvision.tasks.base import crop_window_resize, draft_short_side
 
     spec = Classifier.pretrained().spec.preprocess  # short side 256
     photo = Image.fromarray(skdata.chelsea())  # 451×300: exact path, like the reference frameworks
@@ -228,7 +200,7 @@ def test_prepared_images_classify_as_their_sources(lite0: Classifier, examples_d
 
 def test_prepare_refuses_bad_images_and_other_models_inputs(lite0: Classifier, tmp_path: Path) -> None:
     from sparkvision import ImageDecodeError
-    from sparkvision.classify import PreparedImage
+    from sparkvision.results import PreparedImage
 
     with pytest.raises(ImageDecodeError):
         lite0.prepare(b"not an image")
@@ -246,15 +218,15 @@ def test_lanes_for_streams_and_all_threads_for_one_batch(lite0: Classifier, exam
     """A stream runs one batch per core (lanes); an in-memory batch that fits in one batch runs on
     every core at once (the web service's latency); ``decode_workers`` asks for the pipelined mode.
     Every mode gives the same predictions."""
-    from sparkvision.classify import _InMemorySources
+    from sparkvision.scheduling import lane_count
+    from sparkvision.sources import InMemorySources
 
-    four = Classifier(lite0.model_dir, lite0.spec, threads=4)
-    assert four._lanes(examples_dir, 16) == 4
-    assert four._lanes(_InMemorySources([b""] * 16), 16) == 0
-    assert four._lanes(_InMemorySources([b""] * 17), 16) == 4
-    assert four._lanes(_InMemorySources(iter([b""])), 16) == 4  # a stream of unknown length
-    assert Classifier(lite0.model_dir, lite0.spec, threads=4, decode_workers=2)._lanes(examples_dir, 16) == 0
-    assert Classifier(lite0.model_dir, lite0.spec, threads=1)._lanes(examples_dir, 16) == 1
+    assert lane_count(examples_dir, 16, threads=4, decode_workers=None) == 4
+    assert lane_count(InMemorySources([b""] * 16), 16, threads=4, decode_workers=None) == 0
+    assert lane_count(InMemorySources([b""] * 17), 16, threads=4, decode_workers=None) == 4
+    assert lane_count(InMemorySources(iter([b""])), 16, threads=4, decode_workers=None) == 4  # unknown length
+    assert lane_count(examples_dir, 16, threads=4, decode_workers=2) == 0
+    assert lane_count(examples_dir, 16, threads=1, decode_workers=None) == 1
 
     lanes = list(Classifier(lite0.model_dir, lite0.spec, threads=2).classify(examples_dir, batch_size=2))
     pipelined = list(

@@ -136,12 +136,11 @@ def test_real_subprocess_pipes_clean_output(examples_dir: Path, lite0) -> None:
     assert "1 images: 1 classified" in proc.stderr
 
 
-def test_json_default_top_k_fits_a_small_model(runner: CliRunner, tmp_path: Path, examples_dir: Path) -> None:
-    from test_classify import _tiny_colour_model
-
-    model_dir = _tiny_colour_model(tmp_path / "colour")
+def test_json_default_top_k_fits_a_small_model(
+    runner: CliRunner, colour_model: Path, examples_dir: Path
+) -> None:
     result = runner.invoke(
-        cli, ["classify", str(examples_dir / "coffee.jpg"), "-m", str(model_dir), "-f", "json"]
+        cli, ["classify", str(examples_dir / "coffee.jpg"), "-m", str(colour_model), "-f", "json"]
     )
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.stdout)[0]["labels"]) == 2
+    assert len(json.loads(result.stdout)[0]["labels"]) == 3

@@ -723,23 +723,6 @@ def test_draft_respects_exif_rotation():
     assert np.abs(pixels(d) - small.astype(np.int32)).mean() < 4
 
 
-def test_draft_decode_is_faster_on_a_12_megapixel_jpeg(big_jpeg):
-    def timed(**kwargs) -> float:
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            d = decode_image(big_jpeg, **kwargs)
-            scale = 256 / min(d.image.size)
-            d.image.resize(
-                (round(d.image.width * scale), round(d.image.height * scale)), Image.Resampling.BICUBIC
-            )
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    full, fast = timed(), timed(min_short_side=256)
-    print(f"\n4000×3000 JPEG decode+resize to 256: full {full * 1e3:.0f} ms, draft {fast * 1e3:.0f} ms")
-
-
 # --------------------------------------------------------------------------------------------------
 # thread safety
 # --------------------------------------------------------------------------------------------------

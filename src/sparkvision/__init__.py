@@ -14,26 +14,38 @@ The Spark stages live in :mod:`sparkvision.annotator` / :mod:`sparkvision.base` 
 
 from __future__ import annotations
 
-from .classify import Classifier, Prediction, PreparedImage
+from ._version import __version__
 from .errors import (
     ConfigError,
+    CorruptImageError,
     ImageDecodeError,
+    ImageTooLargeError,
+    ImageUnavailableError,
     InputNotFoundError,
     ModelFormatError,
     ModelImportError,
     ModelNotFoundError,
     SparkvisionError,
+    TruncatedImageError,
+    UnsupportedImageError,
 )
+from .importers import hub as _hub  # noqa: F401  (registers the Hugging Face Hub builders)
 from .models import DEFAULT_MODEL, ModelSpec, list_models
 from .preprocess import PreprocessSpec
-
-__version__ = "0.1.0"
+from .results import Prediction, PreparedImage
+from .tasks import ImageTask, load
+from .tasks.classification import Classifier
+from .tasks.zero_shot import ZeroShotClassifier
 
 __all__ = [
     "DEFAULT_MODEL",
     "Classifier",
     "ConfigError",
+    "CorruptImageError",
     "ImageDecodeError",
+    "ImageTask",
+    "ImageTooLargeError",
+    "ImageUnavailableError",
     "InputNotFoundError",
     "ModelFormatError",
     "ModelImportError",
@@ -43,8 +55,12 @@ __all__ = [
     "PreparedImage",
     "PreprocessSpec",
     "SparkvisionError",
+    "TruncatedImageError",
+    "UnsupportedImageError",
+    "ZeroShotClassifier",
     "__version__",
     "list_models",
+    "load",
 ]
 
 

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import ConfigError, InputNotFoundError, ModelNotFoundError, SparkvisionError
 from .models.catalogue import DEFAULT_MODEL, get_entry, list_models, remove_cached, resolve_model
+from .options import DEFAULT_TOP_K, parse_candidate_labels, resolve_top_k
 from .outputs import FORMATS, open_writer
 
 if TYPE_CHECKING:
-    from .classify import Prediction
+    from .results import Prediction
 
 __all__ = ["cli", "main"]
 
@@ -133,24 +134,23 @@ def classify(
     spark_master: str | None,
 ) -> None:
     """Classify images: files, folders (image files inside), or both."""
-    from .classify import Classifier
+    from .tasks.classification import Classifier
 
-    k = top_k if top_k is not None else (1 if fmt == "table" else 5)
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
     _check_paths(paths, recursive)
     classifier = Classifier.pretrained(model, threads=threads)
-    if candidate_labels is not None or classifier.spec.task == "zero-shot":  # zero-shot models (issue 4)
-        from .zero_shot import zero_shot_view
-
-        if spark_master is not None:
-            raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
-        classifier = zero_shot_view(classifier, candidate_labels)
-    if top_k is None:  # the default never asks for more labels than a (small, trained) model has
-        k = min(k, classifier.spec.num_classes)
-    classifier._check_top_k(k)
+    if (candidate_labels is not None or classifier.spec.task == "zero-shot") and spark_master is not None:
+        raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
+    labels = parse_candidate_labels(candidate_labels) if candidate_labels is not None else None
+    # the table shows the top label unless asked for more; other formats the policy's default
+    k = resolve_top_k(
+        top_k,
+        len(labels) if labels else classifier.spec.num_classes,
+        default=1 if fmt == "table" else DEFAULT_TOP_K,
+    )
     if spark_master is not None:
         from .spark.batch import classify_paths_with_spark
 
@@ -184,6 +184,7 @@ def classify(
                     recursive=recursive,
                     threshold=threshold,
                     progress=bar,
+                    candidate_labels=labels,
                 )
             for prediction in predictions:
                 writer.write(prediction)

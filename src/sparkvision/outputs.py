@@ -8,17 +8,15 @@ so output files of any size are written with flat memory. JSON and JSONL records
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .classify import Prediction
 from .errors import ConfigError
+from .results import Prediction
 
-__all__ = ["FORMATS", "PredictionWriter", "open_writer", "write_predictions"]
+__all__ = ["FORMATS", "PredictionWriter", "open_writer"]
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 
@@ -207,12 +205,3 @@ _TEXT_WRITERS: dict[str, type[PredictionWriter]] = {
     "json": JsonWriter,
     "jsonl": JsonLinesWriter,
 }
-
-
-def write_predictions(predictions: Iterable[Prediction], fmt: str, top_k: int) -> str:
-    """Render predictions to a string (tests, small outputs)."""
-    buffer = io.StringIO()
-    with open_writer(fmt, None, top_k, stream=buffer) as writer:
-        for prediction in predictions:
-            writer.write(prediction)
-    return buffer.getvalue()

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 from import_helpers import PHOTOS, hf_processor, photos_rgb, save_checkpoint  # noqa: E402
 
-from sparkvision.classify import Classifier  # noqa: E402
+from sparkvision import Classifier  # noqa: E402
 from sparkvision.cli import cli  # noqa: E402
 from sparkvision.importers import import_model  # noqa: E402
 from sparkvision.models.store import load_model_dir, models_root  # noqa: E402

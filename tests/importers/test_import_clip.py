@@ -19,12 +19,12 @@ pytest.importorskip("tokenizers")
 from click.testing import CliRunner  # noqa: E402
 from import_helpers import PHOTOS, hf_processor, photos_rgb  # noqa: E402
 
-from sparkvision import zero_shot  # noqa: E402
-from sparkvision.classify import Classifier  # noqa: E402
+import sparkvision  # noqa: E402
 from sparkvision.cli import cli  # noqa: E402
 from sparkvision.errors import ConfigError  # noqa: E402
 from sparkvision.importers import import_model  # noqa: E402
 from sparkvision.models.store import load_model_dir  # noqa: E402
+from sparkvision.tasks import zero_shot  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,9 @@ def test_zero_shot_scores_equal_clipmodel_probabilities(
     expected = _hf_probabilities(clip_checkpoint, LABELS)
     assert expected.max() - expected.min() > 0.2  # scores that can tell a wrong answer from a right one
     predictions = list(
-        Classifier(clip_dir).classify([str(p) for p in PHOTOS], candidate_labels=LABELS, top_k=len(LABELS))
+        sparkvision.load(clip_dir).classify(
+            [str(p) for p in PHOTOS], candidate_labels=LABELS, top_k=len(LABELS)
+        )
     )
     for prediction, row in zip(predictions, expected):
         assert prediction.error is None
@@ -138,7 +140,7 @@ def test_text_embeddings_are_computed_once_per_label_set(
 
     monkeypatch.setattr(zero_shot, "tokenize", counting)
     first = zero_shot.text_embeddings(clip_dir, spec, LABELS)
-    list(Classifier(clip_dir).classify(str(PHOTOS[0]), candidate_labels=LABELS))
+    list(sparkvision.load(clip_dir).classify(str(PHOTOS[0]), candidate_labels=LABELS))
     again = zero_shot.text_embeddings(clip_dir, spec, LABELS)
     assert again is first and len(calls) == 1
     other = zero_shot.text_embeddings(clip_dir, spec, LABELS[:2])
@@ -148,9 +150,9 @@ def test_text_embeddings_are_computed_once_per_label_set(
 
 def test_zero_shot_labels_are_required_and_distinct(clip_dir: Path) -> None:
     with pytest.raises(ConfigError, match="zero-shot model: give the candidate labels"):
-        list(Classifier(clip_dir).classify(str(PHOTOS[0])))
+        list(sparkvision.load(clip_dir).classify(str(PHOTOS[0])))
     with pytest.raises(ConfigError, match="distinct"):
-        list(Classifier(clip_dir).classify(str(PHOTOS[0]), candidate_labels=["cat", "cat"]))
+        list(sparkvision.load(clip_dir).classify(str(PHOTOS[0]), candidate_labels=["cat", "cat"]))
 
 
 def test_embed_returns_clip_image_embeddings(clip_dir: Path, clip_checkpoint: tuple[Path, Any, Any]) -> None:
@@ -159,7 +161,7 @@ def test_embed_returns_clip_image_embeddings(clip_dir: Path, clip_checkpoint: tu
     with torch.no_grad():
         features = model.get_image_features(**pixels)
     expected = (features if isinstance(features, torch.Tensor) else features.pooler_output).numpy()
-    predictions = list(Classifier(clip_dir).embed([str(p) for p in PHOTOS]))
+    predictions = list(sparkvision.load(clip_dir).embed([str(p) for p in PHOTOS]))
     assert all(p.labels == () and p.error is None for p in predictions)
     got = np.stack([p.embedding for p in predictions])
     assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
@@ -199,8 +201,8 @@ def test_zero_shot_runs_without_torch(clip_dir: Path) -> None:
     code = (
         "import sys\n"
         "sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-        "from sparkvision import Classifier\n"
-        f"p = next(Classifier({str(clip_dir)!r}).classify({str(PHOTOS[0])!r}, candidate_labels=['cat', 'dog']))\n"
+        "import sparkvision\n"
+        f"p = next(sparkvision.load({str(clip_dir)!r}).classify({str(PHOTOS[0])!r}, candidate_labels=['cat', 'dog']))\n"
         "assert p.error is None and len(p.labels) == 2, p\n"
         "print('ok', p.labels)\n"
     )
@@ -218,7 +220,7 @@ def test_legacy_eos_token_config_pools_at_the_highest_token_id(tmp_path: Path) -
     labels = ["cat", "a very long label for padding", "dog"]
     expected = _hf_probabilities(checkpoint, labels)
     for prediction, row in zip(
-        Classifier(model_dir).classify([str(p) for p in PHOTOS], candidate_labels=labels), expected
+        sparkvision.load(model_dir).classify([str(p) for p in PHOTOS], candidate_labels=labels), expected
     ):
         got = np.zeros(len(labels))
         got[list(prediction.class_ids)] = prediction.scores

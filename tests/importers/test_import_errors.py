@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from import_helpers import label_map, save_checkpoint  # noqa: E402
 
-from sparkvision.classify import Classifier  # noqa: E402
+from sparkvision import Classifier  # noqa: E402
 from sparkvision.errors import ConfigError, ModelImportError  # noqa: E402
 from sparkvision.importers import import_model  # noqa: E402
 from sparkvision.importers.common import load_state_dict  # noqa: E402

@@ -30,7 +30,7 @@ from import_helpers import (  # noqa: E402
     top5,
 )
 
-from sparkvision.classify import Classifier  # noqa: E402
+from sparkvision import Classifier  # noqa: E402
 from sparkvision.importers import import_model  # noqa: E402
 from sparkvision.models.store import load_model_dir  # noqa: E402
 

@@ -22,13 +22,13 @@ pytest.importorskip("huggingface_hub")
 from click.testing import CliRunner  # noqa: E402
 from import_helpers import label_map, save_checkpoint  # noqa: E402
 
-from sparkvision.classify import Classifier  # noqa: E402
+from sparkvision import Classifier  # noqa: E402
 from sparkvision.cli import cli  # noqa: E402
 from sparkvision.errors import ModelNotFoundError  # noqa: E402
 from sparkvision.importers import import_model  # noqa: E402
+from sparkvision.importers.hub import register_hub_model  # noqa: E402
 from sparkvision.models import catalogue  # noqa: E402
 from sparkvision.models.catalogue import get_entry, list_models, resolve_model  # noqa: E402
-from sparkvision.models.hub import register_hub_model  # noqa: E402
 from sparkvision.models.store import models_root  # noqa: E402
 
 REPO = "sparkvision-test/tiny-vit"

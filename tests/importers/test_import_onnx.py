@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from import_helpers import PHOTOS  # noqa: E402
 
-from sparkvision.classify import Classifier  # noqa: E402
+from sparkvision import Classifier  # noqa: E402
 from sparkvision.errors import ModelImportError  # noqa: E402
 from sparkvision.importers import import_model  # noqa: E402
 from sparkvision.models.store import load_model_dir, models_root  # noqa: E402

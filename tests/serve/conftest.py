@@ -9,12 +9,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from serve_helpers import jpeg_bytes, png_bytes, wait_ready, write_colour_model
-
-
-@pytest.fixture(scope="session")
-def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_colour_model(tmp_path_factory.mktemp("models") / "tiny_colour")
+from serve_helpers import jpeg_bytes, png_bytes, wait_ready
 
 
 @pytest.fixture(scope="session")

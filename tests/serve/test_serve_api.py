@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from serve_helpers import COLOURS, png_bytes, wait_ready
 
-from sparkvision.classify import Prediction
+from sparkvision.results import Prediction
 
 RECORD_KEYS = {"path", "labels", "scores", "class_ids", "error"}
 
@@ -409,14 +409,20 @@ def test_zero_shot_candidate_labels_are_passed_through(serve_client, red_png):
     missing = client.post("/v1/classify", files=_files(("r.png", red_png)))
     assert missing.status_code == 422 and missing.json()["code"] == "candidate_labels_required"
 
-    response = client.post(
+    repeated = client.post(
         "/v1/classify",
         params={"candidate_labels": "cat, a cup of coffee,dog,cat", "top_k": 2},
+        files=_files(("r.png", red_png)),
+    )  # the shared policy (sparkvision.options): a repeated label is an error on every front
+    assert repeated.status_code == 422 and "repeated: cat" in repeated.json()["error"]
+    response = client.post(
+        "/v1/classify",
+        params={"candidate_labels": "cat, a cup of coffee,dog,", "top_k": 2},
         files=_files(("r.png", red_png)),
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert stub.seen_labels == [["cat", "a cup of coffee", "dog"]]  # trimmed, de-duplicated, in order
+    assert stub.seen_labels == [["cat", "a cup of coffee", "dog"]]  # trimmed, blanks skipped, in order
     assert body["candidate_labels"] == ["cat", "a cup of coffee", "dog"]
     assert body["results"][0]["labels"] == ["a cup of coffee", "cat"]
     as_field = client.post(

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sparkvision.classify import Prediction
+from sparkvision.results import Prediction
 from sparkvision.serve.batching import MicroBatcher, QueueFullError
 
 LABELS = tuple(f"class{i}" for i in range(10))

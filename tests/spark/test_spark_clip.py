@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 
+import sparkvision
 from sparkvision import Classifier
 from sparkvision.annotator import CLIPForZeroShotClassification, ViTForImageClassification
 from sparkvision.base import ImageAssembler, LightPipeline, read_images
@@ -78,7 +79,7 @@ def clip_stage(clip_home: Path) -> CLIPForZeroShotClassification:
 
 
 def _embedded(model_dir: Path, files: list[Path], labels: list[str], top_k: int) -> dict[str, Any]:
-    predictions = Classifier(model_dir).classify(
+    predictions = sparkvision.load(model_dir).classify(
         [str(f) for f in files], candidate_labels=labels, top_k=top_k
     )
     return {Path(str(p.path)).name: p for p in predictions}

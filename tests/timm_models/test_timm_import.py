@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from PIL import Image  # noqa: E402
 
-from sparkvision.classify import Classifier  # noqa: E402
+from sparkvision import Classifier  # noqa: E402
 from sparkvision.engine import get_engine  # noqa: E402
 from sparkvision.errors import ModelImportError  # noqa: E402
 from sparkvision.images import decode_image  # noqa: E402

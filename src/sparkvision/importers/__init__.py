@@ -229,7 +229,7 @@ def _builder(kind: str, source: str | Path, name: str, **options: object):  # ty
 def _checkpoint(source: str | Path, name: str) -> tuple[Path, str | None]:
     text = str(source)
     if text.startswith("hf:"):
-        from ..models.hub import download_checkpoint
+        from .hub import download_checkpoint
 
         repo = text.removeprefix("hf:")
         return download_checkpoint(repo, name=name), text

@@ -1,4 +1,4 @@
-"""Import a Hugging Face ``CLIPModel`` checkpoint as a zero-shot model (see :mod:`sparkvision.zero_shot`).
+"""Import a Hugging Face ``CLIPModel`` checkpoint as a zero-shot model (see :mod:`sparkvision.tasks.zero_shot`).
 
 Writes ``model.onnx`` (image tower), ``text_model.onnx`` (text tower, ``input_ids`` padded to the
 model's context length) and ``tokenizer.json`` (the checkpoint's tokenizer, saved by the tokenizers
@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ModelImportError
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..preprocess import PreprocessSpec
-from ..zero_shot import DEFAULT_PROMPT_TEMPLATE, TEXT_MODEL_FILE, TOKENIZER_FILE, prompts_for, tokenize
+from ..tasks.zero_shot import DEFAULT_PROMPT_TEMPLATE, TEXT_MODEL_FILE, TOKENIZER_FILE, prompts_for, tokenize
 from .common import export_onnx, random_batch, require, sha256_files
 
 __all__ = ["import_clip"]

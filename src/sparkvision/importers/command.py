@@ -191,9 +191,9 @@ def embed_command(
 
     A failed image keeps its row, with an error and no embedding (NaNs in npz).
     """
-    from ..classify import Classifier
     from ..errors import ConfigError, InputNotFoundError
     from ..models.catalogue import DEFAULT_MODEL
+    from ..tasks.classification import Classifier
 
     if fmt != "jsonl" and output is None:
         raise ConfigError(f"--format {fmt} writes a binary file: give --output FILE")

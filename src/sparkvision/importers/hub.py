@@ -1,7 +1,9 @@
-"""Catalogue entries for Hugging Face Hub models, and their download.
+"""The builders of the catalogue's Hugging Face Hub models: download, then import.
 
-The seed names (Spark NLP's, e.g. ``image_classifier_vit_base_patch16_224``, and our short ones, e.g.
-``vit_base_patch16_224``) map to Hugging Face repo ids. On first use :func:`download_checkpoint`
+The catalogue (``data/catalogue.json``) maps names — Spark NLP's, e.g.
+``image_classifier_vit_base_patch16_224``, and our short ones, e.g. ``vit_base_patch16_224`` — to
+Hugging Face repo ids with the builder ``huggingface`` or ``timm``; this module registers those two
+builders with the catalogue. On first use :func:`download_checkpoint`
 fetches the checkpoint's files with ``huggingface_hub`` (into its own cache, honouring ``HF_ENDPOINT``
 and ``HF_HOME``) and the importer converts it into the sparkvision cache; later uses load the cached
 model directory and need no network.
@@ -15,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ModelImportError, ModelNotFoundError
-from .catalogue import CatalogueEntry, register
-from .spec import ModelSpec
+from ..models.catalogue import CatalogueEntry, register, register_builder
+from ..models.spec import ModelSpec
 
-__all__ = ["HF_PREFIX", "HubModel", "download_checkpoint", "register_hub_model"]
+__all__ = ["HF_PREFIX", "download_checkpoint", "register_hub_model"]
 
 log = logging.getLogger(__name__)
 
@@ -173,33 +174,38 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-class HubModel:
-    """Builds one catalogue model from its Hugging Face repo (download, then import)."""
+def _repo_id(entry: CatalogueEntry) -> str:
+    return str(entry.builder_args.get("repo_id") or entry.source.removeprefix(HF_PREFIX))
 
-    def __init__(self, name: str, repo_id: str, license: str, importer: str = "huggingface") -> None:
-        self.name = name
-        self.repo_id = repo_id
-        self.license = license
-        self.importer = importer
 
-    def __call__(self, directory: Path) -> ModelSpec:
-        if self.importer == "timm":  # fail before downloading anything
-            from ..importers.common import require
+def _build_huggingface(entry: CatalogueEntry, directory: Path) -> ModelSpec:
+    from .huggingface import import_hf_checkpoint
 
-            require("timm", f"building {self.name} (a timm model; timm needs torchvision as well)")
-        checkpoint = download_checkpoint(self.repo_id, name=self.name)
-        source = f"{HF_PREFIX}{self.repo_id}"
-        if self.importer == "timm":
-            from ..importers.timm_import import import_timm
+    checkpoint = download_checkpoint(_repo_id(entry), name=entry.name)
+    return import_hf_checkpoint(
+        checkpoint, directory, name=entry.name, source=f"{HF_PREFIX}{_repo_id(entry)}", license=entry.license
+    )
 
-            return import_timm(
-                None, checkpoint, directory, name=self.name, source=source, license=self.license
-            )
-        from ..importers.huggingface import import_hf_checkpoint
 
-        return import_hf_checkpoint(
-            checkpoint, directory, name=self.name, source=source, license=self.license
-        )
+def _build_timm(entry: CatalogueEntry, directory: Path) -> ModelSpec:
+    from .common import require
+    from .timm_import import import_timm
+
+    # fail before downloading anything
+    require("timm", f"building {entry.name} (a timm model; timm needs torchvision as well)")
+    checkpoint = download_checkpoint(_repo_id(entry), name=entry.name)
+    return import_timm(
+        None, checkpoint, directory, name=entry.name, source=f"{HF_PREFIX}{_repo_id(entry)}",
+        license=entry.license,
+    )  # fmt: skip
+
+
+def _how_to_get(entry: CatalogueEntry) -> str:
+    return offline_message(_repo_id(entry), entry.name, "it is built on first use")
+
+
+register_builder("huggingface", _build_huggingface, _how_to_get)
+register_builder("timm", _build_timm, _how_to_get)
 
 
 def register_hub_model(
@@ -216,7 +222,6 @@ def register_hub_model(
     importer: str = "huggingface",
 ) -> CatalogueEntry:
     """Add a catalogue name that is built from a Hugging Face repo on first use."""
-    build: Callable[[Path], ModelSpec] = HubModel(name, repo_id, license, importer)
     return register(
         CatalogueEntry(
             name=name,
@@ -228,134 +233,7 @@ def register_hub_model(
             source=f"{HF_PREFIX}{repo_id}",
             task=task,
             aliases=aliases,
-            build=build,
-            how_to_get=offline_message(repo_id, name, "it is built on first use"),
+            builder=importer,
+            builder_args={"repo_id": repo_id},
         )
-    )
-
-
-# name, repo id, family, input size, classes, licence, task, aliases, importer, description
-_SEED: tuple[tuple[str, str, str, int, int | None, str, str, tuple[str, ...], str, str], ...] = (
-    (
-        "vit_base_patch16_224",
-        "google/vit-base-patch16-224",
-        "vit",
-        224,
-        1000,
-        "apache-2.0",
-        "classification",
-        ("image_classifier_vit_base_patch16_224",),
-        "huggingface",
-        "ViT-B/16, ImageNet-21k pretrained, ImageNet-1k fine-tuned",
-    ),
-    (
-        "swin_base_patch4_window7_224",
-        "microsoft/swin-base-patch4-window7-224",
-        "swin",
-        224,
-        1000,
-        "apache-2.0",
-        "classification",
-        ("image_classifier_swin_base_patch4_window7_224",),
-        "huggingface",
-        "Swin-B, window 7, ImageNet-22k pretrained, ImageNet-1k fine-tuned",
-    ),
-    (
-        "convnext_tiny_224",
-        "facebook/convnext-tiny-224",
-        "convnext",
-        224,
-        1000,
-        "apache-2.0",
-        "classification",
-        ("image_classifier_convnext_tiny_224_local",),
-        "huggingface",
-        "ConvNeXt-T, ImageNet-1k",
-    ),
-    (
-        "clip_vit_base_patch32",
-        "openai/clip-vit-base-patch32",
-        "clip",
-        224,
-        None,
-        "mit",
-        "zero-shot",
-        ("zero_shot_classifier_clip_vit_base_patch32",),
-        "huggingface",
-        "CLIP ViT-B/32: zero-shot classification with labels you choose",
-    ),
-    (
-        "mobilenet_v2_1.0_224",
-        "google/mobilenet_v2_1.0_224",
-        "mobilenet_v2",
-        224,
-        1001,
-        "other",
-        "classification",
-        ("image_classifier_mobilenet_v2_1.0_224", "mobilenet_v2"),
-        "huggingface",
-        "MobileNetV2 1.0, ImageNet-1k (+ background class)",
-    ),
-    (
-        "resnet50",
-        "microsoft/resnet-50",
-        "resnet",
-        224,
-        1000,
-        "apache-2.0",
-        "classification",
-        ("image_classifier_resnet50", "resnet-50"),
-        "huggingface",
-        "ResNet-50 v1.5, ImageNet-1k",
-    ),
-    (
-        "resnet18",
-        "microsoft/resnet-18",
-        "resnet",
-        224,
-        1000,
-        "apache-2.0",
-        "classification",
-        ("image_classifier_resnet18", "resnet-18"),
-        "huggingface",
-        "ResNet-18, ImageNet-1k",
-    ),
-    (
-        "efficientnet_b7",
-        "google/efficientnet-b7",
-        "efficientnet",
-        600,
-        1000,
-        "apache-2.0",
-        "classification",
-        ("image_classifier_efficientnet_b7", "efficientnet-b7"),
-        "huggingface",
-        "EfficientNet-B7, ImageNet-1k (600 px; heavy)",
-    ),
-    (
-        "densenet121",
-        "timm/densenet121.tv_in1k",
-        "densenet",
-        224,
-        1000,
-        "apache-2.0",
-        "classification",
-        ("image_classifier_densenet121",),
-        "timm",
-        "DenseNet-121 (torchvision weights via timm), ImageNet-1k; needs timm to build",
-    ),
-)
-
-for _name, _repo, _family, _size, _classes, _license, _task, _aliases, _importer, _description in _SEED:
-    register_hub_model(
-        _name,
-        _repo,
-        family=_family,
-        description=_description,
-        input_size=_size,
-        num_classes=_classes,
-        license=_license,
-        task=_task,
-        aliases=_aliases,
-        importer=_importer,
     )

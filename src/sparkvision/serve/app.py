@@ -29,11 +29,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..classify import Prediction, PreparedImage
+from .._version import __version__
 from ..engine import default_threads
 from ..errors import ConfigError, ImageDecodeError, SparkvisionError
 from ..models.catalogue import DEFAULT_MODEL
+from ..options import parse_candidate_labels, resolve_top_k
+from ..results import Prediction, PreparedImage
 from .batching import QueueFullError
 from .errors import ApiError, decode_error_status, error_body
 from .registry import Loader, ModelRegistry, ModelSlot, load_classifier
@@ -45,8 +46,6 @@ __all__ = ["STATIC_DIR", "create_app"]
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-MAX_CANDIDATE_LABELS = 100
-_MAX_LABEL_CHARS = 200
 
 _CLASSIFY_DESCRIPTION = """\
 Classify one or several images.
@@ -204,17 +203,16 @@ def create_app(
         ] = None,
     ) -> JSONResponse:
         started = time.perf_counter()
-        if top_k is not None and top_k < 1:
-            raise ApiError(422, "bad_top_k", f"top_k must be at least 1, got {top_k}")
         slot = registry.ready_slot(model)
+        zero_shot = slot.spec.task == "zero-shot"
+        # A fixed-label model's top_k is checked before the upload is read; a zero-shot one's once
+        # its candidate labels (which may come in the form) are known.
+        k = None if zero_shot else _top_k(top_k, slot.spec.num_classes, settings)
         parsed = await read_uploads(request, settings)
-        labels_text = candidate_labels or parsed.options.get("candidate_labels")
-        labels = _check_labels(slot, labels_text)
-        limit = len(labels) if labels is not None else slot.spec.num_classes
-        k = min(settings.default_top_k, limit) if top_k is None else top_k
-        if k > limit:
-            what = "candidate labels" if labels is not None else "classes"
-            raise ApiError(422, "bad_top_k", f"top_k must be between 1 and {limit} (the {what}), got {k}")
+        labels = _check_labels(slot, candidate_labels or parsed.options.get("candidate_labels"))
+        if labels is not None:
+            k = _top_k(top_k, len(labels), settings)
+        assert k is not None
         records, batch_sizes = await _classify_uploads(slot, parsed.uploads, k, labels, decoders, settings)
         body: dict[str, Any] = {
             "model": slot.name,
@@ -232,7 +230,15 @@ def create_app(
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _check_labels(slot: ModelSlot, text: str | None) -> list[str] | None:
+def _top_k(top_k: int | None, num_labels: int, settings: ServeSettings) -> int:
+    try:
+        return resolve_top_k(top_k, num_labels, default=settings.default_top_k)
+    except ConfigError as exc:
+        raise ApiError(422, "bad_top_k", str(exc)) from None
+
+
+def _check_labels(slot: ModelSlot, text: str | None) -> tuple[str, ...] | None:
+    """The request's candidate labels, checked by the shared policy (:mod:`sparkvision.options`)."""
     zero_shot = slot.spec.task == "zero-shot"
     if text is None or not text.strip():
         if zero_shot:
@@ -249,16 +255,10 @@ def _check_labels(slot: ModelSlot, text: str | None) -> list[str] | None:
             f"model {slot.name!r} is not zero-shot: candidate_labels only apply to zero-shot models "
             f"(its labels are fixed)",
         )
-    labels = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    if not labels:
-        raise ApiError(422, "candidate_labels_required", "candidate_labels holds no label")
-    if len(labels) > MAX_CANDIDATE_LABELS or any(len(label) > _MAX_LABEL_CHARS for label in labels):
-        raise ApiError(
-            422,
-            "bad_candidate_labels",
-            f"at most {MAX_CANDIDATE_LABELS} candidate labels of at most {_MAX_LABEL_CHARS} characters",
-        )
-    return labels
+    try:
+        return parse_candidate_labels(text)
+    except ConfigError as exc:
+        raise ApiError(422, "bad_candidate_labels", str(exc)) from None
 
 
 def _prepare(classifier: Any, data: bytes, max_pixels: int) -> PreparedImage | ImageDecodeError:
@@ -323,7 +323,7 @@ async def _classify_uploads(
         records.append(Prediction(path=upload.name, error=str(error), index=i).to_dict())
         sizes.append(0)
     if not good and first_failure is not None:
-        status, code = decode_error_status(str(first_failure))
+        status, code = decode_error_status(first_failure)
         who = f"{uploads[0].name}: " if uploads[0].name else ""
         raise ApiError(status, code, f"{who}{first_failure}", results=records)
     return records, sizes

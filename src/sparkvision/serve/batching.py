@@ -26,7 +26,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from ..classify import Prediction
+from ..results import Prediction
 
 __all__ = ["BatchStats", "BatchedPrediction", "ClassifierLike", "MicroBatcher", "QueueFullError"]
 

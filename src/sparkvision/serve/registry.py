@@ -42,7 +42,7 @@ Loader = Callable[[str, ServeSettings], Any]
 
 def load_classifier(source: str, settings: ServeSettings) -> Any:
     """The default loader: resolve (build on first use), open the session and warm it up."""
-    from ..classify import Classifier
+    from ..tasks.classification import Classifier
 
     classifier = Classifier.pretrained(source, threads=settings.threads, max_pixels=settings.max_pixels)
     spec = classifier.spec

@@ -39,7 +39,7 @@ from typing import Any
 
 from pyspark.sql import types as T
 
-from ..classify import Prediction
+from ..results import Prediction
 
 __all__ = [
     "CATEGORY",

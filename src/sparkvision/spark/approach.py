@@ -52,9 +52,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ..classify import Classifier
 from ..errors import ConfigError
 from ..models.catalogue import DEFAULT_MODEL
+from ..tasks.classification import Classifier
 from ..training.dataset import LabelledImages, check_label, discover_dataset
 from ..training.head import DEFAULT_HEAD, HEAD_KINDS, LOGISTIC_C_GRID, HeadFit, LinearHead, fit_head
 from ..training.trainer import check_target, export_trained_model, stratified_split

@@ -13,8 +13,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..classify import Classifier, Prediction, iter_sources
 from ..models.catalogue import resolve_model
+from ..results import Prediction
+from ..sources import iter_sources
+from ..tasks.classification import Classifier
 from .assembler import ImageAssembler
 from .classifier import ImageClassifierModel
 

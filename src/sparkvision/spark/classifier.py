@@ -46,6 +46,7 @@ from ..errors import ConfigError, ModelFormatError, ModelImportError, ModelNotFo
 from ..models.catalogue import DEFAULT_MODEL, list_models, resolve_model
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import is_model_dir, load_model_dir
+from ..options import resolve_top_k
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PIL_CODE_TO_INTERPOLATION, PreprocessSpec
 from .annotations import CATEGORY, ENCODED_FILE, IMAGE, is_annotation_array
 from .inference import ClassifyJob, make_classify_udf
@@ -418,13 +419,8 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
 
     def _job(self, model_ref: str) -> ClassifyJob:
         spec = self.getModelSpec()
-        top_k = self.getTopK()
-        if not self.isSet(self.topK):  # the default (5) never exceeds a small model's class count
-            top_k = min(top_k, spec.num_classes)
-        if not 1 <= top_k <= spec.num_classes:
-            raise ConfigError(
-                f"topK must be between 1 and {spec.num_classes} (the model's classes), got {top_k}"
-            )
+        requested = self.getTopK() if self.isSet(self.topK) else None
+        top_k = resolve_top_k(requested, spec.num_classes, name="topK")
         if self.getIncludeEmbeddings() and not spec.has_embeddings:
             raise ConfigError(f"model {spec.name!r} does not export image embeddings")
         return ClassifyJob(

@@ -29,7 +29,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 
 from ..errors import ConfigError
 from ..models.spec import ModelSpec
-from ..zero_shot import parse_labels
+from ..options import parse_candidate_labels
 from .classifier import ImageClassifierModel
 from .inference import ClassifyJob
 
@@ -93,7 +93,7 @@ class CLIPForZeroShotClassification(ImageClassifierModel):
     # -- candidate labels -----------------------------------------------------------------------------
     def setCandidateLabels(self, value: list[str] | str) -> CLIPForZeroShotClassification:
         """The labels to choose from (distinct, non-empty; a list, or one comma-separated string)."""
-        return self._set(candidateLabels=parse_labels(value))
+        return self._set(candidateLabels=list(parse_candidate_labels(value)))
 
     def getCandidateLabels(self) -> list[str]:
         """The candidate labels (empty until set)."""

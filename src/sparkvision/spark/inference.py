@@ -30,11 +30,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..classify import Classifier
 from ..errors import ImageDecodeError, ModelFormatError
 from ..images import decode_bgr_struct
 from ..models.store import is_model_dir, load_model_dir
 from ..preprocess import PreprocessSpec
+from ..tasks.classification import Classifier
 from .annotations import CATEGORY_ANNOTATION, ImageInput, category_annotation
 
 __all__ = [

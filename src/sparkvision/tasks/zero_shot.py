@@ -14,62 +14,48 @@ are then exactly Hugging Face ``CLIPModel``'s::
     logits = logit_scale * normalise(image_embedding) · normalise(text_embedding)ᵀ
     scores = softmax(logits over the candidate labels)
 
-Use it through the classifier (``Classifier.classify(images, candidate_labels=["cat", "dog"])``), the
-CLI (``sparkvision classify photos/ --model clip_vit_base_patch32 --labels "a cat,a dog"``) or
-directly with :func:`text_embeddings` and :func:`zero_shot_logits` (the Spark stage does).
+Use it through :class:`ZeroShotClassifier` (what ``Classifier.pretrained`` and ``sparkvision.load``
+return for such a model: ``classify(images, candidate_labels=["cat", "dog"])``), the CLI
+(``sparkvision classify photos/ --model clip_vit_base_patch32 --labels "a cat,a dog"``) or directly
+with :func:`text_embeddings` and :func:`zero_shot_logits`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .engine import get_engine
-from .errors import ConfigError, ModelFormatError
-from .models.spec import ModelSpec
-
-if TYPE_CHECKING:
-    from .classify import Classifier, Prediction
+from ..engine import get_engine
+from ..errors import ConfigError, ModelFormatError
+from ..models.spec import ModelSpec
+from ..options import parse_candidate_labels
+from ..results import Prediction
+from ..scheduling import Chunk
+from ..scoring import softmax
+from .labelling import Head, LabelTask
+from .registry import register_task
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "TEXT_MODEL_FILE",
     "TOKENIZER_FILE",
-    "classify_zero_shot",
+    "ZeroShotClassifier",
     "clear_text_cache",
-    "embed_images",
-    "parse_labels",
     "prompts_for",
     "text_embeddings",
     "tokenize",
     "zero_shot_logits",
-    "zero_shot_view",
 ]
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}"
 TEXT_MODEL_FILE = "text_model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 _CACHE_SIZE = 32
-
-
-def parse_labels(text: str | Sequence[str]) -> list[str]:
-    """Candidate labels from ``"a cat, a dog"`` (comma-separated) or a sequence; checked and stripped."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    labels = [str(item).strip() for item in items]
-    labels = [label for label in labels if label]
-    if not labels:
-        raise ConfigError("give at least one candidate label (e.g. --labels 'a cat,a dog')")
-    seen: set[str] = set()
-    duplicates = sorted({label for label in labels if label in seen or seen.add(label)})
-    if duplicates:
-        raise ConfigError(f"candidate labels must be distinct; repeated: {', '.join(duplicates)}")
-    return labels
 
 
 def prompts_for(labels: Sequence[str], template: str = DEFAULT_PROMPT_TEMPLATE) -> list[str]:
@@ -194,108 +180,62 @@ def zero_shot_logits(image_embeddings: np.ndarray, text: np.ndarray, logit_scale
     return np.float32(logit_scale) * (_normalise(np.asarray(image_embeddings, dtype=np.float32)) @ text.T)
 
 
-# -- the classifier view ----------------------------------------------------------------------------------
-class _ZeroShotEngine:
-    """Looks like an :class:`~sparkvision.engine.Engine` whose ``logits`` are zero-shot logits."""
+# -- the task -------------------------------------------------------------------------------------------
+@register_task("zero-shot")
+class ZeroShotClassifier(LabelTask):
+    """Scores images against labels chosen per request (``candidate_labels``), with a CLIP model.
 
-    def __init__(self, image_engine: Any, text: np.ndarray, logit_scale: float) -> None:
-        self.image_engine = image_engine
-        self.text = text
-        self.logit_scale = logit_scale
-
-    def __getattr__(self, name: str) -> Any:  # session, input_name, ...: those of the image model
-        return getattr(self.image_engine, name)
-
-    def run(self, inputs: Any, outputs: Sequence[str] = ("logits",)) -> list[np.ndarray]:
-        unknown = set(outputs) - {"logits", "embeddings"}
-        if unknown:
-            raise ConfigError(f"a zero-shot model has no output {', '.join(sorted(unknown))}")
-        embeddings = self.image_engine.run(inputs, ["embeddings"])[0]
-        results = {"embeddings": embeddings}
-        if "logits" in outputs:
-            results["logits"] = zero_shot_logits(embeddings, self.text, self.logit_scale)
-        return [results[name] for name in outputs]
-
-
-def zero_shot_view(
-    classifier: Classifier, candidate_labels: Iterable[str] | str | None, *, template: str | None = None
-) -> Classifier:
-    """A classifier over the same image model whose labels are ``candidate_labels``.
-
-    It reuses the classifier's ONNX session; its ``logits`` are CLIP's zero-shot logits and its
-    activation is softmax over the candidates, so the ordinary classification loop applies unchanged.
+    ``classify``/``classify_batch``/``classify_sources`` behave as :class:`~sparkvision.Classifier`'s
+    and need ``candidate_labels``; ``embed`` without labels returns the image embeddings alone.
+    ``template`` overrides the model's prompt template (default ``"a photo of a {}"``).
     """
-    spec = classifier.spec
-    extra = _settings(spec)
-    if candidate_labels is None:
-        raise ConfigError(
-            f"{spec.name!r} is a zero-shot model: give the candidate labels "
-            f"(candidate_labels=[...] in Python, --labels 'a cat,a dog' on the command line)"
-        )
-    labels = parse_labels(candidate_labels if isinstance(candidate_labels, str) else list(candidate_labels))
-    text = text_embeddings(classifier.model_dir, spec, labels, template=template, threads=classifier.threads)
-    return _view(classifier, labels, text, float(extra["logit_scale"]))
 
+    def _head(self, candidate_labels: Sequence[str] | str | None, template: str | None = None) -> Head:
+        spec = self.spec
+        extra = _settings(spec)
+        if candidate_labels is None:
+            raise ConfigError(
+                f"{spec.name!r} is a zero-shot model: give the candidate labels "
+                f"(candidate_labels=[...] in Python, --labels 'a cat,a dog' on the command line)"
+            )
+        labels = parse_candidate_labels(candidate_labels)
+        text = text_embeddings(self.model_dir, spec, labels, template=template, threads=self.threads)
+        scale = float(extra["logit_scale"])
 
-def _view(classifier: Classifier, labels: Sequence[str], text: np.ndarray, scale: float) -> Classifier:
-    from .classify import Classifier
+        def score(batch: np.ndarray, lane: bool, embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            images = self._run(batch, ["embeddings"], lane=lane)[0]
+            return softmax(zero_shot_logits(images, text, scale)), images if embeddings else None
 
-    view_spec = classifier.spec.with_changes(
-        task="classification",
-        labels=tuple(labels),
-        synsets=None,
-        activation="softmax",
-        outputs=("logits", "embeddings"),
-    )
+        return Head(labels, score)
 
-    class ZeroShotView(Classifier):
-        def _engine(self, threads: int | None) -> Any:  # the image model's engine, zero-shot logits
-            return _ZeroShotEngine(classifier._engine(threads), text, scale)
+    def embed(
+        self,
+        inputs: Any,
+        *,
+        batch_size: int | None = None,
+        recursive: bool = False,
+        candidate_labels: Sequence[str] | str | None = None,
+    ) -> Iterator[Prediction]:
+        """Image embeddings; with ``candidate_labels`` the top-1 label alongside, else no labels."""
+        if candidate_labels is not None:
+            return super().embed(
+                inputs, batch_size=batch_size, recursive=recursive, candidate_labels=candidate_labels
+            )
+        _settings(self.spec)
 
-    return ZeroShotView(
-        classifier.model_dir,
-        view_spec,
-        threads=classifier.threads,
-        decode_workers=classifier.decode_workers,
-        max_pixels=classifier.max_pixels,
-    )
+        def infer(chunk: Chunk, lane: bool) -> list[Prediction]:
+            good = [i for i, (_, _, loaded) in enumerate(chunk) if loaded.pixels is not None]
+            features = {}
+            if good:
+                batch = np.stack([chunk[i][2].pixels for i in good])
+                features = dict(zip(good, self._run(batch, ["embeddings"], lane=lane)[0]))
+            return [
+                Prediction(path=path, error=loaded.error, index=index)
+                if i not in features
+                else Prediction(
+                    path=path, index=index, width=loaded.width, height=loaded.height, embedding=features[i]
+                )
+                for i, (index, path, loaded) in enumerate(chunk)
+            ]
 
-
-def classify_zero_shot(
-    classifier: Classifier,
-    inputs: Any,
-    candidate_labels: Iterable[str] | str | None,
-    *,
-    top_k: int = 5,
-    template: str | None = None,
-    **options: Any,
-) -> Iterator[Prediction]:
-    """``Classifier.classify`` for a zero-shot model (``top_k`` is capped at the number of labels)."""
-    view = zero_shot_view(classifier, candidate_labels, template=template)
-    k = (
-        top_k
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1
-        else min(top_k, view.spec.num_classes)
-    )
-    yield from view.classify(inputs, top_k=k, **options)
-
-
-def embed_images(
-    classifier: Classifier, inputs: Any, *, batch_size: int | None = None, recursive: bool = False
-) -> Iterator[Prediction]:
-    """Image embeddings from a zero-shot model, with no labels (``Prediction.embedding`` only)."""
-    spec = classifier.spec
-    extra = _settings(spec)
-    width = _embedding_width(classifier)
-    view = _view(classifier, ("",), np.zeros((1, width), dtype=np.float32), float(extra["logit_scale"]))
-    for prediction in view.classify(
-        inputs, top_k=1, batch_size=batch_size, recursive=recursive, embeddings=True
-    ):
-        yield dataclasses.replace(prediction, labels=(), scores=(), class_ids=())
-
-
-def _embedding_width(classifier: Classifier) -> int:
-    for output in classifier.engine.session.get_outputs():
-        if output.name == "embeddings" and isinstance(output.shape[-1], int):
-            return int(output.shape[-1])
-    raise ModelFormatError(f"{classifier.model_dir}/model.onnx has no fixed-width 'embeddings' output")
+        return self._stream(inputs, infer, batch_size=batch_size, recursive=recursive)

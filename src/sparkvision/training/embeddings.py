@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..classify import Classifier
 from ..errors import ConfigError
 from ..models.spec import MODEL_FILE
 from ..models.store import cache_home
+from ..tasks.classification import Classifier
 
 __all__ = ["EmbeddingCache", "Embeddings", "embed_files", "model_fingerprint"]
 

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from ..classify import Classifier
 from ..errors import ConfigError
 from ..models.catalogue import DEFAULT_MODEL
 from ..models.spec import ModelSpec
+from ..tasks.classification import Classifier
 from .dataset import LabelledImages, labelled_images
 
 __all__ = ["ClassMatch", "ClassMetrics", "Evaluation", "evaluate", "map_classes"]

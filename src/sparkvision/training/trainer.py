@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..classify import Classifier
+from .._version import __version__
 from ..errors import ConfigError
 from ..models.catalogue import DEFAULT_MODEL, canonical_name, get_entry
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import build_model_dir, cached_model_dir, is_model_dir, validate_model_name
+from ..tasks.classification import Classifier
 from .dataset import LabelledImages, labelled_images
 from .embeddings import EmbeddingCache, embed_files, model_fingerprint
 from .export import fuse_head
