@@ -3,6 +3,7 @@ transformers' ``CLIPModel`` probabilities on real photos."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -153,6 +154,35 @@ def test_zero_shot_labels_are_required_and_distinct(clip_dir: Path) -> None:
         list(sparkvision.load(clip_dir).classify(str(PHOTOS[0])))
     with pytest.raises(ConfigError, match="distinct"):
         list(sparkvision.load(clip_dir).classify(str(PHOTOS[0]), candidate_labels=["cat", "cat"]))
+
+
+def test_one_request_policy_from_python_and_the_cli(clip_dir: Path) -> None:
+    """The same candidate labels get the same answer from Python and the CLI (sparkvision.options;
+    the service and Spark stages have their own tests): blanks skipped, a repeat refused, top-k at
+    most the number of labels."""
+    photo = str(PHOTOS[0])
+    (p,) = sparkvision.load(clip_dir).classify(photo, candidate_labels="cat, dog,")
+    assert sorted(p.labels) == ["cat", "dog"]
+    runner = CliRunner()
+    ok = runner.invoke(
+        cli, ["classify", photo, "-m", str(clip_dir), "--labels", "cat, dog,", "-f", "json", "-k", "2"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert sorted(json.loads(ok.stdout)[0]["labels"]) == ["cat", "dog"]
+    for labels, top_k, message in (("cat,dog,cat", None, "repeated: cat"), ("cat,dog", 3, "between 1 and 2")):
+        with pytest.raises(ConfigError, match=message):
+            list(sparkvision.load(clip_dir).classify(photo, candidate_labels=labels, top_k=top_k))
+        args = [
+            "classify",
+            photo,
+            "-m",
+            str(clip_dir),
+            "--labels",
+            labels,
+            *(["-k", str(top_k)] if top_k else []),
+        ]
+        refused = runner.invoke(cli, args)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
 
 
 def test_embed_returns_clip_image_embeddings(clip_dir: Path, clip_checkpoint: tuple[Path, Any, Any]) -> None:
