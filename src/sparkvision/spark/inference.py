@@ -34,7 +34,8 @@ from ..errors import ImageDecodeError, ModelFormatError
 from ..images import decode_bgr_struct
 from ..models.store import is_model_dir, load_model_dir
 from ..preprocess import PreprocessSpec
-from ..tasks.classification import Classifier
+from ..tasks.base import for_model
+from ..tasks.labelling import LabelTask
 from .annotations import CATEGORY_ANNOTATION, ImageInput, category_annotation
 
 __all__ = [
@@ -69,7 +70,7 @@ class ClassifyJob:
 
 
 # -- the per-process cache ---------------------------------------------------------------------------
-_CACHE: dict[tuple[str, str, int | None, int | None], Classifier] = {}
+_CACHE: dict[tuple[str, str, int | None, int | None], LabelTask] = {}
 _CACHE_LOCK = threading.Lock()
 _STATS = {"sessions_created": 0, "batches": 0, "rows": 0}
 
@@ -80,7 +81,7 @@ def worker_classifier(
     *,
     threads: int | None = None,
     decode_workers: int | None = None,
-) -> Classifier:
+) -> LabelTask:
     """The process-wide classifier for a model directory and preprocessing (created on first use)."""
     key = (str(model_dir), json.dumps(preprocess, sort_keys=True), threads, decode_workers)
     with _CACHE_LOCK:
@@ -88,7 +89,7 @@ def worker_classifier(
         if classifier is None:
             spec = load_model_dir(model_dir)
             spec = spec.with_changes(preprocess=PreprocessSpec.from_dict(dict(preprocess)))
-            classifier = Classifier(model_dir, spec, threads=threads, decode_workers=decode_workers)
+            classifier = for_model(model_dir, spec, threads=threads, decode_workers=decode_workers)
             engine = classifier.engine  # shared by every classifier of this model file and threads
             if engine._session is None:
                 _ = engine.session  # load now, under the lock: one session per model per process
@@ -164,7 +165,7 @@ def _source(image: ImageInput) -> tuple[Any, str | None]:
 
 
 def _annotations(
-    classifier: Classifier,
+    classifier: LabelTask,
     images: Iterable[ImageInput],
     *,
     top_k: int,
@@ -199,7 +200,7 @@ def _annotations(
 
 
 def classify_images(
-    classifier: Classifier,
+    classifier: LabelTask,
     images: Sequence[ImageInput],
     *,
     top_k: int,

@@ -7,7 +7,7 @@
 :func:`load` returns the right one for a model name or directory.
 """
 
-from .base import DEFAULT_BATCH_SIZE, ImageTask, load
+from .base import DEFAULT_BATCH_SIZE, ImageTask, for_model, load
 from .registry import register_task, task_class
 
-__all__ = ["DEFAULT_BATCH_SIZE", "ImageTask", "load", "register_task", "task_class"]
+__all__ = ["DEFAULT_BATCH_SIZE", "ImageTask", "for_model", "load", "register_task", "task_class"]

@@ -27,7 +27,14 @@ from ..scheduling import Chunk, Loaded, lane_count, run_batches
 from ..sources import iter_sources
 from .registry import task_class
 
-__all__ = ["DEFAULT_BATCH_SIZE", "ImageTask", "crop_window_resize", "draft_short_side", "load"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "ImageTask",
+    "crop_window_resize",
+    "draft_short_side",
+    "for_model",
+    "load",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,13 @@ def load(name: str | Path = DEFAULT_MODEL, **options: Any) -> ImageTask:
     :class:`~sparkvision.Classifier` for classification models, a zero-shot classifier for CLIP
     models, and so on — chosen by the ``task`` in the model's ``sparkvision.json``."""
     return ImageTask.pretrained(name, **options)
+
+
+def for_model(model_dir: str | Path, spec: ModelSpec | None = None, **options: Any) -> ImageTask:
+    """The task object for a model directory (and its spec, when already read), of the class its
+    ``task`` names — for fronts that receive a model directory rather than a name (Spark workers)."""
+    spec = spec if spec is not None else load_model_dir(model_dir)
+    return task_class(spec.task)(model_dir, spec, **options)
 
 
 class ImageTask:
