@@ -23,7 +23,16 @@ from PIL import Image, ImageCms, ImageFile, features
 from skimage import data as skdata
 
 from sparkvision import images
-from sparkvision.errors import ConfigError, ImageDecodeError, InputNotFoundError
+from sparkvision.errors import (
+    ConfigError,
+    CorruptImageError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    ImageUnavailableError,
+    InputNotFoundError,
+    TruncatedImageError,
+    UnsupportedImageError,
+)
 from sparkvision.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -554,7 +563,7 @@ def astronaut_jpeg(astronaut) -> bytes:
 def test_truncated_jpeg_is_refused_not_grey_filled(tmp_path, astronaut_jpeg, fraction):
     path = tmp_path / "cut.jpg"
     path.write_bytes(astronaut_jpeg[: int(len(astronaut_jpeg) * fraction)])
-    with pytest.raises(ImageDecodeError, match="truncated"):
+    with pytest.raises(TruncatedImageError, match="truncated"):
         decode_image(path)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # we never switch on grey-filling
 
@@ -562,30 +571,30 @@ def test_truncated_jpeg_is_refused_not_grey_filled(tmp_path, astronaut_jpeg, fra
 @pytest.mark.parametrize("fraction", [0.3, 0.9])
 def test_truncated_png_is_refused(astronaut, fraction):
     encoded = encode(Image.fromarray(astronaut), "PNG")
-    with pytest.raises(ImageDecodeError, match="truncated"):
+    with pytest.raises(TruncatedImageError, match="truncated"):
         decode_image(encoded[: int(len(encoded) * fraction)])
 
 
 def test_zero_byte_file_and_empty_bytes(tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    with pytest.raises(ImageDecodeError, match=r"empty \(0 bytes\)"):
+    with pytest.raises(ImageUnavailableError, match=r"empty \(0 bytes\)"):
         decode_image(empty)
-    with pytest.raises(ImageDecodeError, match="empty"):
+    with pytest.raises(ImageUnavailableError, match="empty"):
         decode_image(b"")
 
 
 def test_text_file_named_jpg_is_not_an_image(tmp_path):
     fake = tmp_path / "notes.jpg"
     fake.write_text("Dear diary, today I took no photos.\n")
-    with pytest.raises(ImageDecodeError, match="not a recognised image format"):
+    with pytest.raises(UnsupportedImageError, match="not a recognised image format"):
         decode_image(fake)
 
 
 def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(ImageDecodeError, match="file not found"):
+    with pytest.raises(ImageUnavailableError, match="file not found"):
         decode_image(tmp_path / "nope.jpg")
-    with pytest.raises(ImageDecodeError, match="is a directory"):
+    with pytest.raises(ImageUnavailableError, match="is a directory"):
         decode_image(tmp_path)
     link = tmp_path / "dangling.png"
     link.symlink_to(tmp_path / "gone.png")
@@ -639,7 +648,7 @@ def test_decompression_bomb_beyond_pillows_limit_is_refused_quickly():
     assert len(bomb) < 200
     before = Image.MAX_IMAGE_PIXELS
     start = time.perf_counter()
-    with pytest.raises(ImageDecodeError, match="too large"):
+    with pytest.raises(ImageTooLargeError, match="too large"):
         decode_image(bomb)
     assert time.perf_counter() - start < 0.5
     assert before == Image.MAX_IMAGE_PIXELS  # Pillow's global is left alone
@@ -668,9 +677,9 @@ def test_max_pixels_is_a_per_call_limit(photo_96x64):
 def test_damaged_headers_name_the_format_they_claim(astronaut_jpeg):
     png = bytearray(encode(Image.new("RGB", (8, 8)), "PNG"))
     png[12:16] = b"XXXX"  # the IHDR chunk type
-    with pytest.raises(ImageDecodeError, match="corrupt PNG header"):
+    with pytest.raises(CorruptImageError, match="corrupt PNG header"):
         decode_image(bytes(png))
-    with pytest.raises(ImageDecodeError, match="corrupt GIF header"):
+    with pytest.raises(CorruptImageError, match="corrupt GIF header"):
         decode_image(b"GIF89a\x00")
     with pytest.raises(ImageDecodeError, match="truncated image header"):
         decode_image(astronaut_jpeg[:40])
