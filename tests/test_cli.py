@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -96,7 +97,7 @@ def test_strict_fails_on_bad_images(runner: CliRunner, mixed_folder: Path, lite0
         (["classify", "{examples}", "--top-k", "1001"], "top_k must be between 1 and 1000"),
         (["classify", "{empty}"], "no image files"),
         (["classify", "{examples}", "-f", "parquet"], "parquet output needs a file"),
-        (["classify", "{examples}", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["classify", "{examples}", "--batch-size", "0"], "--batch-size': must be at least 1, got 0"),
         (["models", "info", "nope"], "unknown model 'nope'"),
     ],
 )
@@ -144,3 +145,41 @@ def test_json_default_top_k_fits_a_small_model(
     )
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)[0]["labels"]) == 3
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        found.append((f"{prefix}{name}", command))
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+    return found
+
+
+def test_shared_options_mean_the_same_in_every_command() -> None:
+    """-f, -o, -t, -k, -m, -b: one long name, and one meaning (the same help), wherever they appear."""
+    canonical = {"-f": "--format", "-o": "--output", "-t": "--threads", "-k": "--top-k", "-m": "--model"}
+    canonical["-b"] = "--batch-size"
+    helps: dict[str, set[str]] = {"--threads": set(), "--batch-size": set()}
+    users: dict[str, list[str]] = {short: [] for short in canonical}
+    for name, command in _commands(cli):
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            for short, long in canonical.items():
+                if short in param.opts:
+                    assert param.opts == [short, long], f"{name}: {param.opts}"
+                    users[short].append(name)
+            if param.opts[-1] in helps:
+                helps[param.opts[-1]].add(param.help or "")
+            if "--force" in param.opts:
+                assert param.opts == ["--force"], f"{name}: {param.opts}"
+    assert all(len(texts) == 1 for texts in helps.values()), helps
+    assert {"classify", "embed", "import", "evaluate", "train", "models list"} <= set(users["-f"])
+    assert {"classify", "embed", "serve", "evaluate", "train"} <= set(users["-t"])
+
+
+def test_import_and_models_take_format_json(runner: CliRunner, lite0) -> None:
+    as_format = runner.invoke(cli, ["models", "info", "efficientnet_lite0", "-f", "json"])
+    as_flag = runner.invoke(cli, ["models", "info", "efficientnet_lite0", "--json"])
+    assert as_format.exit_code == 0 and json.loads(as_format.stdout) == json.loads(as_flag.stdout)

@@ -16,7 +16,7 @@ Endpoints: ``POST /v1/classify`` (multipart files or a raw image body), ``GET /v
 together are micro-batched into one ONNX Runtime call (see :mod:`sparkvision.serve.batching`).
 
 This package imports FastAPI only when :func:`create_app` is first used, so that
-``sparkvision.serve.command`` (loaded by the CLI on every start) needs nothing but click.
+``sparkvision.cli.serve`` (loaded by the CLI on every start) needs nothing but click.
 """
 
 from __future__ import annotations

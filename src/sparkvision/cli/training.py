@@ -1,8 +1,5 @@
-"""``sparkvision evaluate`` and ``sparkvision train`` (registered by :mod:`sparkvision.cli`).
-
-Only click is imported at module level, so ``sparkvision --help`` stays fast; the work happens in
-:mod:`sparkvision.training`, imported when a command runs.
-"""
+"""``sparkvision evaluate`` and ``sparkvision train``: the work happens in :mod:`sparkvision.training`,
+imported when a command runs."""
 
 from __future__ import annotations
 
@@ -12,7 +9,17 @@ from typing import Any
 
 import click
 
-__all__ = ["register"]
+from .options import (
+    batch_size_option,
+    force_option,
+    format_option,
+    model_option,
+    output_option,
+    progress_option,
+    threads_option,
+)
+
+__all__ = ["evaluate_command", "register", "train_command"]
 
 
 def _want_progress(flag: bool | None) -> bool:
@@ -25,24 +32,20 @@ def _pct(value: float | None) -> str:
 
 @click.command("evaluate")
 @click.argument("data", type=click.Path())
-@click.option(
-    "-m", "--model", default="efficientnet_lite0", show_default=True, help="Model name or directory."
-)
-@click.option("-f", "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@model_option()
+@format_option(("text", "json"), default="text")
 @click.option(
     "--report",
     "report_dir",
     type=click.Path(file_okay=False),
     help="Write report.md, confusion_matrix.png, metrics.json and predictions.csv into this folder.",
 )
-@click.option("-b", "--batch-size", type=int, default=None, help="Images per inference batch.")
-@click.option("-t", "--threads", type=int, default=None, help="ONNX Runtime threads.")
+@batch_size_option()
+@threads_option()
 @click.option(
     "--strict", is_flag=True, help="Exit with status 1 if an image is unreadable or a class unmapped."
 )
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar on stderr [default: when a terminal]."
-)
+@progress_option()
 def evaluate_command(
     data: str,
     model: str,
@@ -61,12 +64,10 @@ def evaluate_command(
     """
     from pathlib import Path
 
-    from ..errors import ConfigError, InputNotFoundError
-    from . import evaluate
-    from .report import _require_matplotlib
+    from ..errors import InputNotFoundError
+    from ..training import evaluate
+    from ..training.report import _require_matplotlib
 
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if not Path(data).exists():
         raise InputNotFoundError(f"{data}: no such folder")
     if report_dir is not None:
@@ -148,21 +149,13 @@ def _print_evaluation(result: Any, written: dict[str, Any]) -> None:
     show_default=True,
     help="logistic: scikit-learn L-BFGS, C chosen on validation; softmax: numpy Adam, early stopping.",
 )
-@click.option("--force", is_flag=True, help="Replace an existing model of that name.")
-@click.option(
-    "-o",
-    "--output",
-    "output_dir",
-    type=click.Path(file_okay=False),
-    help="Write the model here, not the cache.",
-)
-@click.option("-b", "--batch-size", type=int, default=None, help="Images per inference batch.")
-@click.option("-t", "--threads", type=int, default=None, help="ONNX Runtime threads.")
+@force_option()
+@output_option(kind="dir", dest="output_dir", help="Write the model folder here, not the cache.")
+@batch_size_option()
+@threads_option()
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
-@click.option("-f", "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bars on stderr [default: when a terminal]."
-)
+@format_option(("text", "json"), default="text")
+@progress_option()
 def train_command(
     data: str,
     name: str,
@@ -187,10 +180,8 @@ def train_command(
     `sparkvision classify PHOTOS --model NAME` then uses it like any other model.
     """
     from ..errors import ConfigError
-    from . import train
+    from ..training import train
 
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if head == "logistic":
         try:
             import sklearn  # noqa: F401

@@ -1,54 +1,24 @@
 """``sparkvision serve``: run the web service (page + HTTP API) with uvicorn.
 
-Loaded by the CLI on every start, so this module imports only click at module level; FastAPI and
-uvicorn are imported when the command runs, with a clear message when the ``serve`` extra is missing.
+FastAPI and uvicorn are imported when the command runs, with a clear message when the ``serve``
+extra is missing.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-
 import click
 
-from .settings import DEFAULT_MAX_WAIT_MS
+from ..serve.settings import DEFAULT_MAX_WAIT_MS
+from .options import model_option, threads_option, top_k_option
 
 __all__ = ["register"]
-
-_DEFAULT_MODEL = "efficientnet_lite0"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind the listening socket ourselves, so the printed URL has the real port (``--port 0``)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def register(cli: click.Group) -> None:
     """Add the ``serve`` command to the ``sparkvision`` command group."""
 
     @cli.command("serve")
-    @click.option(
-        "-m", "--model", default=_DEFAULT_MODEL, show_default=True, help="Default model: name or directory."
-    )
+    @model_option(help="Default model: name or model directory.")
     @click.option(
         "--preload", multiple=True, metavar="MODEL", help="Also load this model at start (repeatable)."
     )
@@ -92,16 +62,10 @@ def register(cli: click.Group) -> None:
         type=click.FloatRange(0, 1000),
         help="Longest wait to fill a batch.",
     )
-    @click.option(
-        "-k", "--top-k", default=5, show_default=True, type=click.IntRange(1), help="Default top_k."
+    @top_k_option(
+        help="Labels per image when a request names no top_k [default: 5, or fewer if the model has fewer]."
     )
-    @click.option(
-        "-t",
-        "--threads",
-        default=None,
-        type=click.IntRange(1),
-        help="ONNX Runtime threads [default: physical cores].",
-    )
+    @threads_option()
     @click.option(
         "--log-level",
         default="info",
@@ -119,7 +83,7 @@ def register(cli: click.Group) -> None:
         max_pixels: int,
         max_batch: int,
         max_wait_ms: float,
-        top_k: int,
+        top_k: int | None,
         threads: int | None,
         log_level: str,
     ) -> None:
@@ -133,7 +97,8 @@ def register(cli: click.Group) -> None:
         try:
             import uvicorn
 
-            from . import ServeSettings, create_app
+            from ..serve import ServeSettings, create_app
+            from ..serve.listen import bind, is_loopback
         except ModuleNotFoundError as exc:
             raise click.ClickException(
                 f"the web service needs the 'serve' extra ({exc.name} is missing): "
@@ -147,18 +112,18 @@ def register(cli: click.Group) -> None:
             max_pixels=max_pixels,
             max_batch=max_batch,
             max_wait_ms=max_wait_ms,
-            default_top_k=top_k,
+            **({} if top_k is None else {"default_top_k": top_k}),
             threads=threads,
             preload=preload,
         )
         app = create_app(model, settings=settings)
-        if not _is_loopback(host) and not api_key:
+        if not is_loopback(host) and not api_key:
             click.echo(
                 f"warning: listening on {host} without an API key: anyone on your network can use "
                 "this service (set --api-key or SPARKVISION_API_KEY)",
                 err=True,
             )
-        sock = _bind(host, port)
+        sock = bind(host, port)
         bound_port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{bound_port}/"

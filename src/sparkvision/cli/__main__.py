@@ -1,0 +1,5 @@
+"""``python -m sparkvision.cli``: the same as the ``sparkvision`` command."""
+
+from . import main
+
+main()
