@@ -1,18 +1,19 @@
 """Writers for image embeddings (``sparkvision embed``): JSON Lines, NumPy ``.npz`` or Parquet.
 
 Every input keeps its row, in input order: a failed image has an ``error`` and no embedding (``null``
-in JSON Lines and Parquet, a row of NaNs in the npz ``embeddings`` array).
+in JSON Lines and Parquet, a row of NaNs in the npz ``embeddings`` array). File names that are not
+UTF-8 survive as :mod:`sparkvision.names` describes (npz keeps the Python strings themselves).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .classify import Prediction
+from .results import Prediction
 from .errors import ConfigError
+from .names import dumps_json, escape_text
 
 __all__ = ["EMBED_FORMATS", "write_embeddings"]
 
@@ -55,7 +56,7 @@ def _write_jsonl(
     handle: IO[str] = open(output, "w", encoding="utf-8") if output else (stream or sys.stdout)  # noqa: SIM115
     try:
         for prediction in predictions:
-            handle.write(json.dumps(_record(prediction), ensure_ascii=False) + "\n")
+            handle.write(dumps_json(_record(prediction)) + "\n")
     finally:
         if output:
             handle.close()
@@ -91,9 +92,9 @@ def _write_parquet(rows: list[Prediction], output: Path) -> None:
     embeddings = [None if p.embedding is None else np.asarray(p.embedding, dtype=np.float32) for p in rows]
     table = pa.table(
         {
-            "path": pa.array([p.path for p in rows], pa.string()),
+            "path": pa.array([None if p.path is None else escape_text(p.path) for p in rows], pa.string()),
             "embedding": pa.array(embeddings, pa.list_(pa.float32())),
-            "error": pa.array([p.error for p in rows], pa.string()),
+            "error": pa.array([None if p.error is None else escape_text(p.error) for p in rows], pa.string()),
         }
     )
     pq.write_table(table, output)

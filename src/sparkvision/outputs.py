@@ -3,17 +3,20 @@
 Each writer takes predictions one at a time and keeps nothing but the current row group (Parquet),
 so output files of any size are written with flat memory. JSON and JSONL records are
 :meth:`Prediction.to_dict`; CSV and Parquet flatten the top-k into ``label_1``, ``score_1``, ...
+
+File names that are not valid UTF-8, or hold line breaks and other control characters, survive in
+every format: :mod:`sparkvision.names` gives the rule for each.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import ConfigError
+from .names import display_text, dumps_json, escape_text
 from .results import Prediction
 
 __all__ = ["FORMATS", "PredictionWriter", "open_writer"]
@@ -69,18 +72,18 @@ class TableWriter(PredictionWriter):
                 header += "  runners-up"
             self.stream.write(header + "\n" + "-" * len(header) + "\n")
             self._header_done = True
-        name = self._fit_path(prediction.path or f"<input {prediction.index}>", self.NAME_WIDTH)
+        name = self._fit_path(display_text(prediction.path or f"<input {prediction.index}>"), self.NAME_WIDTH)
         if prediction.error is not None:
-            self.stream.write(f"{name:<{self.NAME_WIDTH}}  ERROR: {prediction.error}\n")
+            self.stream.write(f"{name:<{self.NAME_WIDTH}}  ERROR: {display_text(prediction.error)}\n")
             return
         if not prediction.labels:
             self.stream.write(f"{name:<{self.NAME_WIDTH}}  (no label above the threshold)\n")
             return
-        label = self._fit(prediction.labels[0], self.LABEL_WIDTH)
+        label = self._fit(display_text(prediction.labels[0]), self.LABEL_WIDTH)
         line = f"{name:<{self.NAME_WIDTH}}  {label:<{self.LABEL_WIDTH}}  {prediction.scores[0]:>9.1%}"
         if len(prediction.labels) > 1:
             others = ", ".join(
-                f"{lab.split(',')[0]} {score:.1%}"
+                f"{display_text(lab.split(',')[0])} {score:.1%}"
                 for lab, score in zip(prediction.labels[1:], prediction.scores[1:])
             )
             line += f"  {others}"
@@ -88,31 +91,42 @@ class TableWriter(PredictionWriter):
 
 
 def _flat_record(prediction: Prediction, top_k: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"path": prediction.path}
+    record: dict[str, Any] = {"path": _escaped(prediction.path)}
     for rank in range(top_k):
         has = rank < len(prediction.labels)
         record[f"label_{rank + 1}"] = prediction.labels[rank] if has else None
         record[f"score_{rank + 1}"] = round(prediction.scores[rank], 6) if has else None
         record[f"class_id_{rank + 1}"] = prediction.class_ids[rank] if has else None
-    record["error"] = prediction.error
+    record["error"] = _escaped(prediction.error)
     return record
 
 
+def _escaped(text: str | None) -> str | None:
+    return None if text is None else escape_text(text)
+
+
 class CsvWriter(PredictionWriter):
+    """CSV with ``\n`` line ends; a field holding a line break is quoted (see :mod:`sparkvision.names`)."""
+
     def __init__(self, stream: IO[str], top_k: int) -> None:
         super().__init__(stream, top_k)
         columns = list(_flat_record(Prediction(path=None), top_k))
         self._csv = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+        # The csv module quotes "\n" (it is the line terminator) but not a lone "\r", which readers
+        # also take for a line end: rows holding one are written with every field quoted.
+        self._quoted = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n", quoting=csv.QUOTE_ALL)
         self._csv.writeheader()
 
     def write(self, prediction: Prediction) -> None:
-        self._csv.writerow(_flat_record(prediction, self.top_k))
+        record = _flat_record(prediction, self.top_k)
+        has_cr = any(isinstance(value, str) and "\r" in value for value in record.values())
+        (self._quoted if has_cr else self._csv).writerow(record)
 
 
 class JsonLinesWriter(PredictionWriter):
     def write(self, prediction: Prediction) -> None:
         assert self.stream is not None
-        self.stream.write(json.dumps(prediction.to_dict(), ensure_ascii=False) + "\n")
+        self.stream.write(dumps_json(prediction.to_dict()) + "\n")
 
 
 class JsonWriter(PredictionWriter):
@@ -124,9 +138,7 @@ class JsonWriter(PredictionWriter):
 
     def write(self, prediction: Prediction) -> None:
         assert self.stream is not None
-        self.stream.write(
-            ("[\n  " if self._count == 0 else ",\n  ") + json.dumps(prediction.to_dict(), ensure_ascii=False)
-        )
+        self.stream.write(("[\n  " if self._count == 0 else ",\n  ") + dumps_json(prediction.to_dict()))
         self._count += 1
 
     def close(self) -> None:
@@ -161,6 +173,7 @@ class ParquetWriter(PredictionWriter):
     def write(self, prediction: Prediction) -> None:
         record = prediction.to_dict()
         record.pop("embedding", None)
+        record["path"], record["error"] = _escaped(record["path"]), _escaped(record["error"])
         self._rows.append(record)
         if len(self._rows) >= self.ROW_GROUP:
             self._flush()
