@@ -33,7 +33,7 @@ COMMAND_MODULES = (
 )
 
 
-@click.group(cls=SparkvisionGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("sparkvision", cls=SparkvisionGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sparkvision")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:

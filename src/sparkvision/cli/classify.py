@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -20,6 +18,7 @@ from .options import (
     batch_size_option,
     format_option,
     model_option,
+    open_output,
     output_option,
     progress_option,
     quiet_option,
@@ -28,6 +27,7 @@ from .options import (
     threads_option,
     top_k_option,
 )
+from .progress import BarAwareStream, ProgressBar, Tally, check_folders, count_images, summary_line, tally
 
 if TYPE_CHECKING:
     from .. import Prediction
@@ -37,19 +37,6 @@ __all__ = ["classify", "register"]
 
 def register(group: click.Group) -> None:
     group.add_command(classify)
-
-
-def _check_paths(paths: tuple[str, ...], recursive: bool) -> None:
-    """Fail fast, before any work, on arguments that cannot yield a single image."""
-    from ..errors import InputNotFoundError
-    from ..images import iter_image_files
-
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise InputNotFoundError(f"{raw}: no such file or directory")
-        if path.is_dir():
-            next(iter(iter_image_files([path], recursive=recursive)))  # raises when there are none
 
 
 @click.command()
@@ -97,7 +84,11 @@ def classify(
     quiet: bool,
     spark_master: str | None,
 ) -> None:
-    """Classify images: files, folders (image files inside), or both."""
+    """Classify images: files, folders (image files inside), or both.
+
+    Every file named gets a row, even one that cannot be read or does not exist (an error row);
+    the exit status is 0 unless --strict and an image failed (1), or for a usage error (2).
+    """
     from .. import Classifier
     from ..errors import ConfigError
     from ..options import check_threshold, parse_candidate_labels, resolve_top_k
@@ -105,10 +96,14 @@ def classify(
 
     threshold = check_threshold(threshold)
     labels = parse_candidate_labels(candidate_labels) if candidate_labels is not None else None
-    _check_paths(paths, recursive)
-    classifier = Classifier.pretrained(model, threads=threads)
     if labels is not None and spark_master is not None:
         raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    # Counting the inputs lists the folders once more: only worth it for the bar's total and ETA.
+    total = count_images(paths, recursive=recursive) if show_progress else None
+    if total is None:
+        check_folders(paths, recursive=recursive)
+    classifier = Classifier.pretrained(model, threads=threads)
     # The table shows the top label by default (presentation); the other formats the policy's default.
     k = resolve_top_k(
         top_k,
@@ -136,37 +131,25 @@ def classify(
             threshold=threshold,
             candidate_labels=labels,
         )
-    # Start the stream before opening the output: a request the model refuses (a zero-shot model
-    # without --labels) fails here, leaving no empty output file behind.
-    started = time.perf_counter()
-    stream = iter(predictions)
-    first = next(stream, None)
-    show_progress = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="img", file=sys.stderr, desc=classifier.spec.name, dynamic_ncols=True)
-
-    done = failed = 0
+    bar = ProgressBar(sys.stderr, total=total, desc=classifier.spec.name) if show_progress else None
+    counts = Tally()
+    stream = tally(predictions, counts, bar)
     try:
-        with open_writer(fmt, output, k) as writer:
-            for prediction in itertools.chain([first] if first is not None else [], stream):
+        # Start the stream before opening the output: a request the model refuses (a zero-shot
+        # model without --labels) fails here, leaving no empty output file behind.
+        first = list(itertools.islice(stream, 1))
+        text_out = None
+        if output is None and bar is not None and sys.stdout.isatty():
+            text_out = BarAwareStream(sys.stdout, bar)  # rows and bar share the terminal
+        with open_output(lambda: open_writer(fmt, output, k, stream=text_out), output) as writer:
+            for prediction in itertools.chain(first, stream):
                 writer.write(prediction)
-                done += 1
-                failed += prediction.error is not None
-                if bar is not None:
-                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    elapsed = time.perf_counter() - started
     if not quiet:
-        rate = done / elapsed if elapsed > 0 else 0.0
         click.echo(
-            f"{done} images: {done - failed} classified, {failed} failed in {elapsed:.1f} s "
-            f"({rate:.1f} img/s, model {classifier.spec.name})" + (f"; wrote {output}" if output else ""),
-            err=True,
+            summary_line(counts, verb="classified", model=classifier.spec.name, output=output), err=True
         )
-    if strict and failed:
+    if strict and counts.failed:
         sys.exit(1)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 import click
 
@@ -14,12 +12,15 @@ from .options import (
     batch_size_option,
     format_option,
     model_option,
+    open_output,
     output_option,
+    progress_option,
     quiet_option,
     recursive_option,
     strict_option,
     threads_option,
 )
+from .progress import BarAwareStream, ProgressBar, Tally, check_folders, count_images, summary_line, tally
 
 __all__ = ["embed_command", "register"]
 
@@ -38,6 +39,7 @@ def register(group: click.Group) -> None:
 @batch_size_option()
 @threads_option()
 @strict_option()
+@progress_option()
 @quiet_option()
 def embed_command(
     paths: tuple[str, ...],
@@ -48,43 +50,39 @@ def embed_command(
     batch_size: int | None,
     threads: int | None,
     strict: bool,
+    progress: bool | None,
     quiet: bool,
 ) -> None:
     """Image embeddings (the features before the classifier, or CLIP's image embeddings).
 
-    A failed image keeps its row, with an error and no embedding (NaNs in npz).
+    Every file named gets a row: a failed image keeps its row, with an error and no embedding (NaNs
+    in npz). Exit status as for classify: 0, 1 with --strict when an image failed, 2 for usage errors.
     """
     from .. import Classifier
     from ..embedding_outputs import write_embeddings
-    from ..errors import ConfigError, InputNotFoundError
+    from ..errors import ConfigError
 
     if fmt != "jsonl" and output is None:
         raise ConfigError(f"--format {fmt} writes a binary file: give --output FILE")
-    for raw in paths:
-        if not Path(raw).exists():
-            raise InputNotFoundError(f"{raw}: no such file or directory")
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    total = count_images(paths, recursive=recursive) if show_progress else None
+    if total is None:
+        check_folders(paths, recursive=recursive)
     classifier = Classifier.pretrained(model, threads=threads)
     if not classifier.spec.has_embeddings:
         raise ConfigError(f"model {classifier.spec.name!r} does not export image embeddings")
-    started = time.perf_counter()
-    counts = [0, 0]
-
-    def counted(predictions):  # type: ignore[no-untyped-def]
-        for prediction in predictions:
-            counts[0] += 1
-            counts[1] += prediction.error is not None
-            yield prediction
-
-    write_embeddings(
-        counted(classifier.embed(list(paths), batch_size=batch_size, recursive=recursive)), fmt, output
+    bar = ProgressBar(sys.stderr, total=total, desc=classifier.spec.name) if show_progress else None
+    counts = Tally()
+    predictions = tally(
+        classifier.embed(list(paths), batch_size=batch_size, recursive=recursive), counts, bar
     )
-    done, failed = counts
+    try:
+        text_out = BarAwareStream(sys.stdout, bar) if output is None and bar and sys.stdout.isatty() else None
+        open_output(lambda: write_embeddings(predictions, fmt, output, stream=text_out), output)
+    finally:
+        if bar is not None:
+            bar.close()
     if not quiet:
-        elapsed = time.perf_counter() - started
-        click.echo(
-            f"{done} images: {done - failed} embedded, {failed} failed in {elapsed:.1f} s "
-            f"(model {classifier.spec.name})" + (f"; wrote {output}" if output else ""),
-            err=True,
-        )
-    if strict and failed:
+        click.echo(summary_line(counts, verb="embedded", model=classifier.spec.name, output=output), err=True)
+    if strict and counts.failed:
         sys.exit(1)

@@ -34,6 +34,7 @@ __all__ = [
     "force_option",
     "format_option",
     "model_option",
+    "open_output",
     "output_option",
     "progress_option",
     "quiet_option",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 Decorator = Callable[[F], F]
 
 
@@ -176,3 +178,14 @@ def progress_option() -> Decorator:
 
 def force_option(help: str = "Replace an existing model of the same name.") -> Decorator:
     return click.option("--force", is_flag=True, help=help)
+
+
+def open_output(opener: Callable[[], T], output: str | None) -> T:
+    """``opener()`` (which creates the ``--output`` file), with a file-system refusal reported as a
+    usage error naming the path (:class:`~sparkvision.errors.ConfigError`, exit status 2)."""
+    from ..errors import ConfigError
+
+    try:
+        return opener()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None

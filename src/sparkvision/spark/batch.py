@@ -66,7 +66,10 @@ def classify_paths_with_spark(
     existing = SparkSession.getActiveSession()
     spark = existing or start(master)
     try:
-        unique = list(dict.fromkeys(_key(str(Path(p))) for p in files if p is not None))
+        # A file that does not exist would fail the whole Spark read: the core gives it its error row.
+        unique = list(
+            dict.fromkeys(_key(str(Path(p))) for p in files if p is not None and os.path.lexists(p))
+        )
         frame = spark.read.format("binaryFile").load([_glob_escaped(p) for p in unique]) if unique else None
         results: dict[str, Prediction] = {}
         if frame is not None:
