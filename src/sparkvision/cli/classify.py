@@ -91,7 +91,7 @@ def classify(
     """
     from .. import Classifier
     from ..errors import ConfigError
-    from ..options import check_threshold, parse_candidate_labels, resolve_top_k
+    from ..options import DEFAULT_TOP_K, check_threshold, parse_candidate_labels, resolve_top_k
     from ..outputs import open_writer
 
     threshold = check_threshold(threshold)
@@ -105,11 +105,8 @@ def classify(
         check_folders(paths, recursive=recursive)
     classifier = Classifier.pretrained(model, threads=threads)
     # The table shows the top label by default (presentation); the other formats the policy's default.
-    k = resolve_top_k(
-        top_k,
-        len(labels) if labels is not None else classifier.spec.num_classes,
-        **({"default": 1} if fmt == "table" else {}),
-    )
+    num_labels = len(labels) if labels is not None else classifier.spec.num_classes
+    k = resolve_top_k(top_k, num_labels, default=1 if fmt == "table" else DEFAULT_TOP_K)
     if spark_master is not None:
         from ..spark.batch import classify_paths_with_spark
 
