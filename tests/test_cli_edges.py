@@ -40,13 +40,6 @@ ODD_NAMES = [
 BROKEN = b"broken\xff.png"  # a non-UTF-8 name on a file that is not an image: an error row
 
 
-@pytest.fixture(scope="module")
-def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_classify import _tiny_colour_model
-
-    return _tiny_colour_model(tmp_path_factory.mktemp("model") / "colour")
-
-
 @pytest.fixture
 def odd_folder(tmp_path: Path) -> bytes:
     folder = os.fsencode(tmp_path / "odd")
@@ -116,7 +109,9 @@ def test_odd_file_names_take_one_escaped_line_each_in_the_table(
 
 
 def test_embed_keeps_odd_names_in_every_format(odd_folder: bytes, tmp_path: Path) -> None:
-    model = _embedding_model(tmp_path / "emb")
+    from tiny_models import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "emb")
     folder = os.fsdecode(odd_folder)
     code, out, err = _run(["embed", folder, "-m", str(model), "-q"])
     assert code == 0, err
@@ -128,42 +123,6 @@ def test_embed_keeps_odd_names_in_every_format(odd_folder: bytes, tmp_path: Path
     assert _run(["embed", folder, "-m", str(model), "-f", "parquet", "-o", str(parquet)])[0] == 0
     paths = [os.fsencode(unescape_text(row["path"])) for row in pq.read_table(parquet).to_pylist()]
     assert set(paths) == _expected(odd_folder)
-
-
-def _embedding_model(directory: Path) -> Path:
-    """A 2-class model that also exports its pooled pixels as a 3-wide embedding."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from sparkvision.models.spec import ModelSpec
-    from sparkvision.preprocess import PreprocessSpec
-
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [1, 0, -1, -1, 0, 1])
-    graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["pixel_values"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["embeddings"]),
-            helper.make_node("Gemm", ["embeddings", "w"], ["logits"], transB=1),
-        ],
-        "colour",
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2]),
-            helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", 3]),
-        ],
-        [weights],
-    )
-    directory.mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), directory / "model.onnx")
-    spec = ModelSpec(
-        name="colour_emb",
-        family="test",
-        preprocess=PreprocessSpec(size=8),
-        labels=("red", "blue"),
-        outputs=("logits", "embeddings"),
-    )
-    spec.save(directory)
-    return directory
 
 
 @given(st.text(alphabet=st.sampled_from(["\\", "u", "0", "5", "c", "a", "F", "\udce9", "\udc80", "é", "\n"])))
@@ -244,7 +203,7 @@ def test_table_and_progress_bar_never_share_a_line_in_a_terminal(tmp_path: Path,
     assert lines[0].split() == ["image", "label", "confidence"] and set(lines[1]) == {"-"}
     rows, summary = lines[2:-1], lines[-1]
     assert len(rows) == 25
-    assert all(re.match(r"\S*img\d\d(_broken)?\.png +(red|blue|ERROR: )", line) for line in rows), rows
+    assert all(re.match(r"\S*img\d\d(_broken)?\.png +(red|green|blue|ERROR: )", line) for line in rows), rows
     assert not any("img/s" in line or "ETA" in line for line in rows)
     assert summary.startswith("25 images: 24 classified, 1 failed in ")
 
