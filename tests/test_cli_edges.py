@@ -256,7 +256,8 @@ def test_summaries_count_right() -> None:
         (["classify", "{photo}", "-f", "csv", "-o", "{tmp}"], "is a folder; name a file inside it"),
         (["classify", "{photo}", "-f", "csv", "-o", "{photo}/p.csv"], "is not a folder"),
         (["embed", "{photo}", "-f", "npz", "-o", "{tmp}/no/e.npz"], "/no' does not exist"),
-        (["import", "model.onnx", "-o", "{tmp}/no/model"], "/no' does not exist"),
+        (["import", "model.onnx", "-o", "{photo}/model"], "coffee.jpg' is not a folder"),
+        (["evaluate", "{tmp}", "--report", "{photo}/sub/report"], "coffee.jpg' is not a folder"),
         (
             ["classify", "{photo}", "--threads", "0"],
             "error: invalid value for '-t' / '--threads': must be at least 1",

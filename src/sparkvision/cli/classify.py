@@ -96,14 +96,14 @@ def classify(
 
     threshold = check_threshold(threshold)
     labels = parse_candidate_labels(candidate_labels) if candidate_labels is not None else None
-    if labels is not None and spark_master is not None:
-        raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
     show_progress = sys.stderr.isatty() if progress is None else progress
     # Counting the inputs lists the folders once more: only worth it for the bar's total and ETA.
     total = count_images(paths, recursive=recursive) if show_progress else None
     if total is None:
         check_folders(paths, recursive=recursive)
-    classifier = Classifier.pretrained(model, threads=threads)
+    classifier = Classifier.pretrained(model, threads=threads)  # any labelling model, zero-shot too
+    if spark_master is not None and (labels is not None or classifier.spec.task == "zero-shot"):
+        raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
     # The table shows the top label by default (presentation); the other formats the policy's default.
     num_labels = len(labels) if labels is not None else classifier.spec.num_classes
     k = resolve_top_k(top_k, num_labels, default=1 if fmt == "table" else DEFAULT_TOP_K)

@@ -68,11 +68,11 @@ class PositiveInt(click.ParamType):
 
 
 class OutputPath(click.ParamType):
-    """A path the command will create or overwrite: checked before any work starts.
+    """A path the command will create or overwrite, checked before any work starts.
 
-    ``kind="file"``: the path must not be a folder, its folder must exist and be writable (and the
-    file itself, when it exists). ``kind="dir"``: the path may exist as a folder or not exist yet; its
-    parent must exist. Returns the path as given (a ``str``).
+    ``kind="file"``: not a folder; its folder must exist and be writable (and the file, if it
+    exists). ``kind="dir"``: a folder or nothing yet; missing parent folders are created by the
+    command, so the nearest one that exists must be a writable folder. Returns the path as given.
     """
 
     name = "path"
@@ -86,24 +86,23 @@ class OutputPath(click.ParamType):
         text = os.fsdecode(value)
         if not text:
             self.fail("empty path", param, ctx)
-        path = Path(text)
-        parent = path.parent
-        if self.kind == "file" and path.is_dir():
-            self.fail(f"{text!r} is a folder; name a file inside it", param, ctx)
-        if self.kind == "dir" and path.exists() and not path.is_dir():
-            self.fail(f"{text!r} is a file, not a folder", param, ctx)
-        if not parent.exists():
-            self.fail(f"folder {str(parent)!r} does not exist (create it first)", param, ctx)
-        if not parent.is_dir():
-            self.fail(f"{str(parent)!r} is not a folder", param, ctx)
+        path = Path(text).expanduser()
         if self.kind == "file":
-            target = path if path.exists() else parent
-            if not os.access(target, os.W_OK):
-                self.fail(f"cannot write to {str(target)!r}: permission denied", param, ctx)
-        elif not os.access(path if path.exists() else parent, os.W_OK):
-            self.fail(
-                f"cannot write to {str(path if path.exists() else parent)!r}: permission denied", param, ctx
-            )
+            if path.is_dir():
+                self.fail(f"{text!r} is a folder; name a file inside it", param, ctx)
+            if not path.parent.exists():
+                self.fail(f"folder {str(path.parent)!r} does not exist (create it first)", param, ctx)
+            writable = path if path.exists() else path.parent
+        else:
+            if path.exists() and not path.is_dir():
+                self.fail(f"{text!r} is a file, not a folder", param, ctx)
+            writable = path
+            while not writable.exists() and writable != writable.parent:
+                writable = writable.parent
+        if not writable.is_dir() and writable != path:
+            self.fail(f"{str(writable)!r} is not a folder", param, ctx)
+        if not os.access(writable, os.W_OK):
+            self.fail(f"cannot write to {str(writable)!r}: permission denied", param, ctx)
         return text
 
 

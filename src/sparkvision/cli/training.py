@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .options import (
+    OutputPath,
     batch_size_option,
     force_option,
     format_option,
@@ -37,7 +38,7 @@ def _pct(value: float | None) -> str:
 @click.option(
     "--report",
     "report_dir",
-    type=click.Path(file_okay=False),
+    type=OutputPath("dir"),
     help="Write report.md, confusion_matrix.png, metrics.json and predictions.csv into this folder.",
 )
 @batch_size_option()
