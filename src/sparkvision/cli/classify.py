@@ -43,7 +43,9 @@ def register(group: click.Group) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @model_option()
 @top_k_option(help="Labels per image [default: 1 for table, else 5 (or the model's label count if fewer)].")
-@format_option(FORMATS, default="table")
+@format_option(
+    FORMATS, default="table", help="table: for people; csv, json, jsonl; parquet (needs --output)."
+)
 @output_option()
 @recursive_option()
 @batch_size_option()

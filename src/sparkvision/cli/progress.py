@@ -22,8 +22,10 @@ __all__ = ["BarAwareStream", "ProgressBar", "Tally", "count_images", "plural", "
 
 
 def plural(count: int, noun: str) -> str:
-    """``"1 image"``, ``"2 images"``, ``"0 images"``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    """``"1 image"``, ``"2 images"``, ``"0 images"`` (``"classes"`` for nouns ending in s)."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}es" if noun.endswith("s") else f"{count} {noun}s"
 
 
 def _hms(seconds: float) -> str:

@@ -19,6 +19,7 @@ from .options import (
     progress_option,
     threads_option,
 )
+from .progress import plural
 
 __all__ = ["evaluate_command", "register", "train_command"]
 
@@ -91,7 +92,8 @@ def evaluate_command(
 def _print_evaluation(result: Any, written: dict[str, Any]) -> None:
     echo = click.echo
     echo(
-        f"{result.model} on {result.data}: {result.evaluated} images scored in {len(result.classes)} classes"
+        f"{result.model} on {result.data}: {plural(result.evaluated, 'image')} scored in "
+        f"{plural(len(result.classes), 'class')}"
         + (f", {len(result.failed)} unreadable" if result.failed else "")
     )
     echo(
@@ -116,7 +118,7 @@ def _print_evaluation(result: Any, written: dict[str, Any]) -> None:
     if result.empty_classes:
         echo(f"empty class folders: {', '.join(result.empty_classes)}", err=True)
     if result.skipped_files:
-        echo(f"{result.skipped_files} non-image file(s) skipped", err=True)
+        echo(f"{plural(result.skipped_files, 'non-image file')} skipped", err=True)
     for path, error in result.failed[:20]:
         echo(f"unreadable: {path}: {error}", err=True)
     if len(result.failed) > 20:
@@ -217,7 +219,7 @@ def train_command(
     if result.val_accuracy is not None:
         per_class = ", ".join(f"{label} {_pct(acc)}" for label, acc in result.per_class_val_accuracy.items())
         click.echo(
-            f"  validation ({result.validation}, {sum(result.val_counts.values())} images): "
+            f"  validation ({result.validation}, {plural(sum(result.val_counts.values()), 'image')}): "
             f"accuracy {_pct(result.val_accuracy)} ({per_class})"
         )
     else:
@@ -230,11 +232,11 @@ def train_command(
     )
     click.echo(f"  head: {fit.kind} ({detail}), training accuracy {_pct(fit.train_accuracy)}")
     click.echo(
-        f"  time: embedding {result.embed_seconds:.1f} s ({result.embedded} images, {result.from_cache} from cache), "
+        f"  time: embedding {result.embed_seconds:.1f} s ({plural(result.embedded, 'image')}, {result.from_cache} from cache), "
         f"training {result.train_seconds:.1f} s, export {result.export_seconds:.1f} s, total {result.seconds:.1f} s"
     )
     if result.failed:
-        click.echo(f"  {len(result.failed)} unreadable image(s) left out:", err=True)
+        click.echo(f"  {plural(len(result.failed), 'unreadable image')} left out:", err=True)
         for path, error in result.failed[:20]:
             click.echo(f"    {path}: {error}", err=True)
     click.echo(f"saved to {result.model_dir}")
