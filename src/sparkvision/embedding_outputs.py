@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .results import Prediction
 from .errors import ConfigError
 from .names import dumps_json, escape_text
+from .results import Prediction
 
 __all__ = ["EMBED_FORMATS", "write_embeddings"]
 
