@@ -108,7 +108,8 @@ def classify(
         raise ConfigError("zero-shot models (--labels) cannot run with --spark yet; drop --spark")
     # The table shows the top label by default (presentation); the other formats the policy's default.
     num_labels = len(labels) if labels is not None else classifier.spec.num_classes
-    k = resolve_top_k(top_k, num_labels, default=1 if fmt == "table" else DEFAULT_TOP_K)
+    # A zero-shot model without --labels has no labels to count: the task itself says what is missing.
+    k = resolve_top_k(top_k, num_labels, default=1 if fmt == "table" else DEFAULT_TOP_K) if num_labels else 1
     if spark_master is not None:
         from ..spark.batch import classify_paths_with_spark
 
