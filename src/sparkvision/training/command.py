@@ -63,7 +63,7 @@ def evaluate_command(
 
     from ..errors import ConfigError, InputNotFoundError
     from . import evaluate
-    from .report import _require_matplotlib
+    from .report import _require_matplotlib, write_report
 
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
@@ -74,7 +74,7 @@ def evaluate_command(
     result = evaluate(data, model, batch_size=batch_size, threads=threads, progress=_want_progress(progress))
     written: dict[str, Any] = {}
     if report_dir is not None:
-        written = result.write_report(report_dir)
+        written = write_report(result, report_dir)
     if fmt == "json":
         payload = result.to_dict()
         if written:
