@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import ConfigError
+from .extras import require
 from .results import Prediction
 
 __all__ = ["FORMATS", "PredictionWriter", "open_writer"]
@@ -142,8 +143,8 @@ class ParquetWriter(PredictionWriter):
 
     def __init__(self, path: Path, top_k: int) -> None:
         super().__init__(None, top_k)
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        pa = require("pyarrow", extra="parquet", purpose="Parquet output")
+        pq = require("pyarrow.parquet", extra="parquet", purpose="Parquet output")
 
         self._pa = pa
         self._schema = pa.schema(

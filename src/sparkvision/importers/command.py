@@ -192,11 +192,14 @@ def embed_command(
     A failed image keeps its row, with an error and no embedding (NaNs in npz).
     """
     from ..errors import ConfigError, InputNotFoundError
+    from ..extras import require
     from ..models.catalogue import DEFAULT_MODEL
     from ..tasks.classification import Classifier
 
     if fmt != "jsonl" and output is None:
         raise ConfigError(f"--format {fmt} writes a binary file: give --output FILE")
+    if fmt == "parquet":
+        require("pyarrow.parquet", extra="parquet", purpose="embed --format parquet")  # before the work
     for raw in paths:
         if not Path(raw).exists():
             raise InputNotFoundError(f"{raw}: no such file or directory")

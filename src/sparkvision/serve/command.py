@@ -11,6 +11,8 @@ import socket
 
 import click
 
+from ..errors import MissingExtraError
+from ..extras import install_hint
 from .settings import DEFAULT_MAX_WAIT_MS
 
 __all__ = ["register"]
@@ -135,9 +137,9 @@ def register(cli: click.Group) -> None:
 
             from . import ServeSettings, create_app
         except ModuleNotFoundError as exc:
-            raise click.ClickException(
-                f"the web service needs the 'serve' extra ({exc.name} is missing): "
-                "pip install 'sparkvision[serve]'"
+            raise MissingExtraError(
+                f"the web service needs the 'serve' extra ({exc.name} is not installed): {install_hint('serve')}",
+                extra="serve",
             ) from None
 
         settings = ServeSettings(

@@ -186,7 +186,7 @@ def train_command(
     with a validation split, and base + head are saved as one ONNX model named NAME:
     `sparkvision classify PHOTOS --model NAME` then uses it like any other model.
     """
-    from ..errors import ConfigError
+    from ..errors import ConfigError, MissingExtraError
     from . import train
 
     if batch_size is not None and batch_size < 1:
@@ -195,8 +195,9 @@ def train_command(
         try:
             import sklearn  # noqa: F401
         except ImportError as exc:
-            raise ConfigError(
-                "the logistic head needs scikit-learn: pip install 'sparkvision[train]' (or use --head softmax)"
+            raise MissingExtraError(
+                "the logistic head needs scikit-learn: pip install 'sparkvision[train]' (or use --head softmax)",
+                extra="train",
             ) from exc
     result = train(
         data,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import MissingExtraError
+from ..extras import install_hint
 from .evaluation import Evaluation
 
 __all__ = ["plot_confusion_matrix", "write_report"]
@@ -33,8 +34,9 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ConfigError(
-            "the evaluation report's confusion-matrix plot needs matplotlib: pip install 'sparkvision[train]'"
+        raise MissingExtraError(
+            f"the evaluation report's confusion-matrix plot needs matplotlib: {install_hint('train')}",
+            extra="train",
         ) from exc
 
 

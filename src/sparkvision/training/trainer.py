@@ -32,6 +32,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import ConfigError
+from ..extras import require
 from ..models.catalogue import DEFAULT_MODEL, canonical_name, get_entry
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import build_model_dir, cached_model_dir, is_model_dir, validate_model_name
@@ -350,6 +351,7 @@ def train(
     started = time.perf_counter()
     if head not in HEAD_KINDS:
         raise ConfigError(f"unknown head {head!r}; use one of {', '.join(HEAD_KINDS)}")
+    _require_training_extra(head)
     target = check_target(name, output_dir, force)
     split = _training_and_validation_sets(data, val, val_split, seed)
     classifier = _embedding_model(base, threads)
@@ -396,6 +398,14 @@ def train(
         validation=split.validation,
         failed=failed,
     )
+
+
+def _require_training_extra(head: HeadKind) -> None:
+    """Fail before the work when the 'train' extra is missing: onnx writes the trained model, and the
+    logistic head is scikit-learn's."""
+    require("onnx", extra="train", purpose="saving a trained model")
+    if head == "logistic":
+        require("sklearn", extra="train", purpose="the 'logistic' head (or use head='softmax')")
 
 
 @dataclass(frozen=True)
