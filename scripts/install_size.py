@@ -57,7 +57,11 @@ def disk_usage(path: Path) -> int:
 
 
 def _run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    print("$", " ".join(command), flush=True)
+    print(
+        "$",
+        " ".join(arg if len(arg) < 60 else arg.strip().splitlines()[0] + " …" for arg in command),
+        flush=True,
+    )
     return subprocess.run(command, check=True, text=True, **kwargs)  # type: ignore[call-overload]
 
 
@@ -68,8 +72,10 @@ def check(venv: Path, limit_mib: float) -> int:
     python = venv / "bin" / "python"
     _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(ROOT)])
     site = Path(
-        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True)
-        .stdout.strip()
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+        ).stdout.strip()
     )
     rows = json.loads(_run([str(python), "-c", _PER_DISTRIBUTION], capture_output=True).stdout)
     for name, version, used in rows:
@@ -81,14 +87,21 @@ def check(venv: Path, limit_mib: float) -> int:
     with tempfile.TemporaryDirectory(prefix="sparkvision-home-") as home:
         env = {**os.environ, "SPARKVISION_HOME": home, "PYTHONPATH": ""}
         table = _run(
-            [str(venv / "bin" / "sparkvision"), "classify", "--no-progress", str(ROOT / "examples" / "images")],
+            [
+                str(venv / "bin" / "sparkvision"),
+                "classify",
+                "--no-progress",
+                str(ROOT / "examples" / "images"),
+            ],
             capture_output=True,
             env=env,
         ).stdout
     print(table)
     print(f"done in {time.perf_counter() - started:.0f} s")
     if size > limit_mib:
-        print(f"FAIL: a plain install takes {size:.1f} MiB, over the {limit_mib:g} MiB budget", file=sys.stderr)
+        print(
+            f"FAIL: a plain install takes {size:.1f} MiB, over the {limit_mib:g} MiB budget", file=sys.stderr
+        )
         return 1
     if "label" not in table or len(table.splitlines()) < 3:
         print("FAIL: `sparkvision classify examples/images` printed no table", file=sys.stderr)
