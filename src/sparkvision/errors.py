@@ -8,6 +8,7 @@ do about it.
 
     SparkvisionError
     ├── ConfigError            bad argument or option (unknown format, top_k out of range, ...)
+    │   └── MissingExtraError  a feature whose optional dependencies are not installed (names the extra)
     ├── InputNotFoundError     a path the user named does not exist / holds no images
     ├── ImageDecodeError       one image could not be read (per-image: becomes a row's ``error``)
     │   ├── ImageUnavailableError  no data to read: None, 0 bytes, a missing or unreadable file
@@ -33,6 +34,7 @@ __all__ = [
     "ImageTooLargeError",
     "ImageUnavailableError",
     "InputNotFoundError",
+    "MissingExtraError",
     "ModelFormatError",
     "ModelImportError",
     "ModelNotFoundError",
@@ -48,6 +50,16 @@ class SparkvisionError(Exception):
 
 class ConfigError(SparkvisionError, ValueError):
     """An argument or option has a value we cannot use."""
+
+
+class MissingExtraError(ConfigError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the extra
+    that installs it (``pip install 'sparkvision[parquet]'``), and :attr:`extra` holds its name.
+    It is also an :class:`ImportError`, so code that guards an optional import keeps working."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 class InputNotFoundError(SparkvisionError, FileNotFoundError):

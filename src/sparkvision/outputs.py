@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import ConfigError
+from .extras import require
 from .names import display_text, dumps_json, escape_text
 from .results import Prediction
 
@@ -154,8 +155,8 @@ class ParquetWriter(PredictionWriter):
 
     def __init__(self, path: Path, top_k: int) -> None:
         super().__init__(None, top_k)
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        pa = require("pyarrow", extra="parquet", purpose="Parquet output")
+        pq = require("pyarrow.parquet", extra="parquet", purpose="Parquet output")
 
         self._pa = pa
         self._schema = pa.schema(

@@ -22,7 +22,7 @@ from import_helpers import PHOTOS, hf_processor, photos_rgb  # noqa: E402
 
 import sparkvision  # noqa: E402
 from sparkvision.cli import cli  # noqa: E402
-from sparkvision.errors import ConfigError  # noqa: E402
+from sparkvision.errors import ConfigError, MissingExtraError  # noqa: E402
 from sparkvision.importers import import_model  # noqa: E402
 from sparkvision.models.store import load_model_dir  # noqa: E402
 from sparkvision.tasks import zero_shot  # noqa: E402
@@ -239,6 +239,21 @@ def test_zero_shot_runs_without_torch(clip_dir: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_zero_shot_without_tokenizers_names_the_extra(
+    clip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tokenizers is the 'zero-shot' extra (a plain install has none): the error says how to get it."""
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if it were not installed
+    classifier = sparkvision.load(str(clip_dir))
+    with pytest.raises(MissingExtraError, match=r"zero-shot model.*pip install 'sparkvision\[zero-shot\]'"):
+        # Labels no other test uses, so that no cached text embedding can stand in for the tokenizer.
+        list(classifier.classify(str(PHOTOS[0]), candidate_labels=["a kettle", "a lighthouse"]))
+    result = CliRunner().invoke(
+        cli, ["classify", str(PHOTOS[0]), "--model", str(clip_dir), "--labels", "x,y"]
+    )
+    assert result.exit_code == 2 and "sparkvision[zero-shot]" in result.output
 
 
 def test_legacy_eos_token_config_pools_at_the_highest_token_id(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from sparkvision import Classifier, ConfigError, ModelSpec, PreprocessSpec
 from sparkvision.cli import cli
 from sparkvision.labels import imagenet1k_labels, imagenet1k_synsets
-from sparkvision.training import evaluate, map_classes
+from sparkvision.training import evaluate, map_classes, write_report
 
 IMAGENET = ModelSpec(
     name="imagenet_labels_only",
@@ -110,7 +110,7 @@ def test_accuracy_equals_the_hand_count(lite0: Classifier, hand_counted: Path) -
 
 def test_report_files(lite0: Classifier, hand_counted: Path, tmp_path: Path) -> None:
     result = evaluate(hand_counted, lite0)
-    written = result.write_report(tmp_path / "report")
+    written = write_report(result, tmp_path / "report")
     markdown = written["markdown"].read_text(encoding="utf-8")
     assert "66.7%" in markdown and "confusion_matrix.png" in markdown
     assert "crane" in markdown and "broken.jpg" in markdown

@@ -237,6 +237,6 @@ def test_public_api_is_locked() -> None:
         "ClassMatch", "ClassMetrics", "DEFAULT_HEAD", "EmbeddingCache", "Embeddings", "Evaluation",
         "HEAD_KINDS", "HeadFit", "LabelledImages", "LinearHead", "TrainResult", "check_label",
         "discover_dataset", "embed_files", "evaluate", "fit_head", "fuse_head", "labelled_images",
-        "map_classes", "model_fingerprint", "split_train_val", "train",
+        "map_classes", "model_fingerprint", "split_train_val", "train", "write_report",
     ]  # fmt: skip
     assert all(hasattr(training, name) for name in training.__all__)

@@ -64,6 +64,10 @@ def embed_command(
 
     if fmt != "jsonl" and output is None:
         raise ConfigError(f"--format {fmt} writes a binary file: give --output FILE")
+    if fmt == "parquet":
+        from ..extras import require
+
+        require("pyarrow.parquet", extra="parquet", purpose="embed --format parquet")  # before the work
     show_progress = sys.stderr.isatty() if progress is None else progress
     total = count_images(paths, recursive=recursive) if show_progress else None
     if total is None:

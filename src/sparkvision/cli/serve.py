@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import MissingExtraError
+from ..extras import install_hint
 from ..serve.settings import DEFAULT_MAX_WAIT_MS
 from .options import model_option, threads_option, top_k_option
 
@@ -100,9 +102,9 @@ def register(cli: click.Group) -> None:
             from ..serve import ServeSettings, create_app
             from ..serve.listen import bind, is_loopback
         except ModuleNotFoundError as exc:
-            raise click.ClickException(
-                f"the web service needs the 'serve' extra ({exc.name} is missing): "
-                "pip install 'sparkvision[serve]'"
+            raise MissingExtraError(
+                f"the web service needs the 'serve' extra ({exc.name} is not installed): {install_hint('serve')}",
+                extra="serve",
             ) from None
 
         settings = ServeSettings(

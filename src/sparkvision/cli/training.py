@@ -68,7 +68,7 @@ def evaluate_command(
 
     from ..errors import InputNotFoundError
     from ..training import evaluate
-    from ..training.report import _require_matplotlib
+    from ..training.report import _require_matplotlib, write_report
 
     if not Path(data).exists():
         raise InputNotFoundError(f"{data}: no such folder")
@@ -77,7 +77,7 @@ def evaluate_command(
     result = evaluate(data, model, batch_size=batch_size, threads=threads, progress=_want_progress(progress))
     written: dict[str, Any] = {}
     if report_dir is not None:
-        written = result.write_report(report_dir)
+        written = write_report(result, report_dir)
     if fmt == "json":
         payload = result.to_dict()
         if written:
@@ -182,15 +182,16 @@ def train_command(
     with a validation split, and base + head are saved as one ONNX model named NAME:
     `sparkvision classify PHOTOS --model NAME` then uses it like any other model.
     """
-    from ..errors import ConfigError
+    from ..errors import MissingExtraError
     from ..training import train
 
     if head == "logistic":
         try:
             import sklearn  # noqa: F401
         except ImportError as exc:
-            raise ConfigError(
-                "the logistic head needs scikit-learn: pip install 'sparkvision[train]' (or use --head softmax)"
+            raise MissingExtraError(
+                "the logistic head needs scikit-learn: pip install 'sparkvision[train]' (or use --head softmax)",
+                extra="train",
             ) from exc
     result = train(
         data,

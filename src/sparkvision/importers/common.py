@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, ModelImportError
+from ..errors import ConfigError, MissingExtraError, ModelImportError
+from ..extras import install_hint
 from ..labels import imagenet1k_labels, imagenet1k_synsets
 
 if TYPE_CHECKING:
@@ -58,9 +59,10 @@ def require(module: str, what: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ModelImportError(
+        raise MissingExtraError(
             f"{what} needs the Python package {module!r} ({exc}); install the import extra: "
-            f"pip install 'sparkvision[import]'"
+            f"{install_hint('import')}",
+            extra="import",
         ) from exc
 
 
@@ -294,7 +296,7 @@ def _export_dynamo(
 
 def _consolidate(path: Path) -> None:
     """Keep one self-contained ``model.onnx`` (no stray external-data files) when it fits in 2 GB."""
-    import onnx
+    onnx = require("onnx", "importing a model")
 
     external = [p for p in path.parent.iterdir() if p != path and p.name.startswith(path.name)]
     if not external:

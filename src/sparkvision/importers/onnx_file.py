@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ModelImportError
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..preprocess import PreprocessSpec
-from .common import check_label_count, imagenet_synsets_for, sha256_files
+from .common import check_label_count, imagenet_synsets_for, require, sha256_files
 
 __all__ = ["import_onnx_file"]
 
@@ -71,7 +71,7 @@ def import_onnx_file(
     synsets: Sequence[str] | None = None,
 ) -> ModelSpec:
     """Check ``path``, rename its tensors to our contract and save it into ``directory``."""
-    import onnx
+    onnx = require("onnx", "importing an ONNX file")
 
     path = Path(path)
     if not path.is_file():

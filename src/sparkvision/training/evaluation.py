@@ -20,7 +20,6 @@ fatal, and are left out of the accuracy (which is over the images the model coul
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import sys
 import time
@@ -28,7 +27,6 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +34,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..models.catalogue import DEFAULT_MODEL
 from ..models.spec import ModelSpec
+from ..results import Prediction
 from ..tasks.classification import Classifier
 from .dataset import LabelledImages, labelled_images
 
@@ -162,7 +161,7 @@ class ClassMetrics:
 
 @dataclass
 class Evaluation:
-    """The result of :func:`evaluate` (write it out with :meth:`write_report`).
+    """The result of :func:`evaluate` (write it out with :func:`~sparkvision.training.report.write_report`).
 
     ``top5_accuracy`` is ``None`` for models with five classes or fewer (it would always be 1).
     ``confusion`` has one row per mapped class (``classes``) and one column per mapped class plus a
@@ -238,12 +237,6 @@ class Evaluation:
             result["predictions"] = self.records
         return result
 
-    def write_report(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``report.md``, ``confusion_matrix.png``, ``metrics.json`` and ``predictions.csv``."""
-        from .report import write_report
-
-        return write_report(self, Path(directory))
-
 
 def evaluate(
     data: Any,
@@ -257,21 +250,59 @@ def evaluate(
     """Score ``model`` on labelled images (a folder-per-class path, or any form
     :func:`~sparkvision.training.dataset.labelled_images` takes).
 
+    The steps: load the classification model, read the data, match its folders to the model's classes,
+    classify the images of the matched folders, tally each prediction against its folder, and turn the
+    tallies into per-class and overall scores.
+
     ``progress``: ``True`` for a tqdm bar on stderr, or an object with ``update(n)``.
     """
+    classifier = _classification_model(model, threads)
+    spec = classifier.spec
+    dataset = _evaluation_data(data)
+    matches = map_classes(dataset.classes, spec)
+    mapped = _mapped_or_raise(matches, spec)
+    scored = _images_of_mapped_folders(dataset, mapped)
+    predictions, seconds = _classify_timed(
+        classifier, scored, top_k=min(5, spec.num_classes), batch_size=batch_size, progress=progress
+    )
+    tally = _Tally(mapped)
+    for prediction, path, target in zip(predictions, scored.paths, scored.targets):
+        tally.add(prediction, str(path), scored.classes[target])
+    return _evaluation(
+        classifier,
+        dataset,
+        matches,
+        tally,
+        images=len(scored),
+        seconds=seconds,
+        max_confusions=max_confusions,
+    )
+
+
+def _classification_model(model: str | Classifier, threads: int | None) -> Classifier:
+    """The model to score, loaded by name unless given; only classification models can be evaluated."""
     classifier = model if isinstance(model, Classifier) else Classifier.pretrained(model, threads=threads)
     spec = classifier.spec
     if spec.task != "classification":
         raise ConfigError(
             f"model {spec.name!r} is a {spec.task} model; evaluate needs a classification model"
         )
+    return classifier
+
+
+def _evaluation_data(data: Any) -> LabelledImages:
+    """The labelled images; at least one class with images, or a message saying why there is none."""
     dataset = labelled_images(data)
     if not dataset.classes:
         raise ConfigError(
             f"no images to evaluate in {dataset.root or 'the data'}"
             + (f" (empty class folders: {', '.join(dataset.empty_classes)})" if dataset.empty_classes else "")
         )
-    matches = map_classes(dataset.classes, spec)
+    return dataset
+
+
+def _mapped_or_raise(matches: Sequence[ClassMatch], spec: ModelSpec) -> list[ClassMatch]:
+    """The folders that match a model class; raises when none does (nothing could be scored)."""
     mapped = [m for m in matches if m.mapped]
     if not mapped:
         details = "; ".join(f"{m.folder!r}: {m.problem}" for m in matches)
@@ -279,45 +310,73 @@ def evaluate(
             f"none of the class folders matches a class of {spec.name!r} ({details}). Name folders by "
             "synset id (n02123045), exact label or a label's first name"
         )
-    row_of = {m.folder: i for i, m in enumerate(mapped)}
-    keep = [i for i, t in enumerate(dataset.targets) if dataset.classes[t] in row_of]
-    subset: LabelledImages = dataset.subset(keep)
-    k = min(5, spec.num_classes)
+    return mapped
 
+
+def _images_of_mapped_folders(dataset: LabelledImages, mapped: Sequence[ClassMatch]) -> LabelledImages:
+    """The images of the matched folders only (an unmatched folder's images are not scored)."""
+    folders = {m.folder for m in mapped}
+    return dataset.subset([i for i, t in enumerate(dataset.targets) if dataset.classes[t] in folders])
+
+
+def _classify_timed(
+    classifier: Classifier,
+    images: LabelledImages,
+    *,
+    top_k: int,
+    batch_size: int | None,
+    progress: bool | Any,
+) -> tuple[list[Prediction], float]:
+    """Every image's top-``top_k`` prediction (error rows for unreadable ones) and the seconds it took,
+    decoding included; ``progress=True`` shows a tqdm bar on stderr for the duration."""
     bar = progress
     if progress is True:
         from tqdm import tqdm
 
         bar = tqdm(
-            total=len(subset), unit="img", desc=f"evaluating {spec.name}", file=sys.stderr, leave=False
+            total=len(images),
+            unit="img",
+            desc=f"evaluating {classifier.spec.name}",
+            file=sys.stderr,
+            leave=False,
         )
     elif progress is False:
         bar = None
     started = time.perf_counter()
     try:
         predictions = list(
-            classifier.classify(list(subset.paths), top_k=k, batch_size=batch_size, progress=bar)
+            classifier.classify(list(images.paths), top_k=top_k, batch_size=batch_size, progress=bar)
         )
     finally:
         if progress is True and bar is not None:
             bar.close()
-    seconds = time.perf_counter() - started
+    return predictions, time.perf_counter() - started
 
-    n_rows = len(mapped)
-    column_of = {m.class_id: i for i, m in enumerate(mapped)}
-    confusion = np.zeros((n_rows, n_rows + 1), dtype=np.int64)
-    top5_hits = np.zeros(n_rows, dtype=np.int64)
-    failed: list[tuple[str, str]] = []
-    records: list[dict[str, Any]] = []
-    confusions: Counter[tuple[str, str]] = Counter()
-    for prediction, path, target in zip(predictions, subset.paths, subset.targets):
-        folder = subset.classes[target]
-        row = row_of[folder]
-        true_id = mapped[row].class_id
-        record: dict[str, Any] = {"path": str(path), "true": folder, "true_label": mapped[row].label}
+
+class _Tally:
+    """Counts predictions against their true folder: the confusion matrix (one row per mapped folder,
+    one column per mapped folder plus ``(other)``), top-5 hits, confused pairs, unreadable images, and
+    one record per image for ``predictions.csv``."""
+
+    def __init__(self, mapped: Sequence[ClassMatch]) -> None:
+        self.mapped = list(mapped)
+        self.row_of = {m.folder: i for i, m in enumerate(self.mapped)}
+        self.column_of = {m.class_id: i for i, m in enumerate(self.mapped)}
+        n_rows = len(self.mapped)
+        self.confusion = np.zeros((n_rows, n_rows + 1), dtype=np.int64)
+        self.top5_hits = np.zeros(n_rows, dtype=np.int64)
+        self.failed: list[tuple[str, str]] = []
+        self.records: list[dict[str, Any]] = []
+        self.confusions: Counter[tuple[str, str]] = Counter()
+
+    def add(self, prediction: Prediction, path: str, folder: str) -> None:
+        """Count one image of ``folder``: an error row, or its top-1 cell, top-5 hit and confusion."""
+        row = self.row_of[folder]
+        true_id = self.mapped[row].class_id
+        record: dict[str, Any] = {"path": path, "true": folder, "true_label": self.mapped[row].label}
         if prediction.error is not None:
-            failed.append((str(path), prediction.error))
-            records.append(
+            self.failed.append((path, prediction.error))
+            self.records.append(
                 {
                     **record,
                     "predicted": None,
@@ -327,14 +386,14 @@ def evaluate(
                     "error": prediction.error,
                 }
             )
-            continue
+            return
         predicted_id = prediction.class_ids[0]
-        confusion[row, column_of.get(predicted_id, n_rows)] += 1
+        self.confusion[row, self.column_of.get(predicted_id, len(self.mapped))] += 1
         in_top = true_id in prediction.class_ids
-        top5_hits[row] += in_top
+        self.top5_hits[row] += in_top
         if predicted_id != true_id:
-            confusions[(folder, prediction.labels[0])] += 1
-        records.append(
+            self.confusions[(folder, prediction.labels[0])] += 1
+        self.records.append(
             {
                 **record,
                 "predicted": prediction.labels[0],
@@ -345,29 +404,53 @@ def evaluate(
             }
         )
 
-    support = confusion.sum(axis=1)
-    correct = np.diag(confusion[:, :n_rows])
-    predicted_as = confusion[:, :n_rows].sum(axis=0)
-    metrics: list[ClassMetrics] = []
-    for i, m in enumerate(mapped):
-        precision = float(correct[i] / predicted_as[i]) if predicted_as[i] else 0.0
-        recall = float(correct[i] / support[i]) if support[i] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        metrics.append(
-            ClassMetrics(
-                folder=m.folder,
-                label=m.label or m.folder,
-                class_id=int(m.class_id or 0),
-                support=int(support[i]),
-                predicted=int(predicted_as[i]),
-                correct=int(correct[i]),
-                precision=precision,
-                recall=recall,
-                f1=f1,
-                top5_recall=float(top5_hits[i] / support[i]) if support[i] and spec.num_classes > 5 else None,
+    def class_metrics(self, num_classes: int) -> list[ClassMetrics]:
+        """Precision, recall, F1 and top-5 recall per mapped folder (top-5 only for models with more
+        than five classes)."""
+        n_rows = len(self.mapped)
+        support = self.confusion.sum(axis=1)
+        correct = np.diag(self.confusion[:, :n_rows])
+        predicted_as = self.confusion[:, :n_rows].sum(axis=0)
+        metrics: list[ClassMetrics] = []
+        for i, m in enumerate(self.mapped):
+            precision = float(correct[i] / predicted_as[i]) if predicted_as[i] else 0.0
+            recall = float(correct[i] / support[i]) if support[i] else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            metrics.append(
+                ClassMetrics(
+                    folder=m.folder,
+                    label=m.label or m.folder,
+                    class_id=int(m.class_id or 0),
+                    support=int(support[i]),
+                    predicted=int(predicted_as[i]),
+                    correct=int(correct[i]),
+                    precision=precision,
+                    recall=recall,
+                    f1=f1,
+                    top5_recall=float(self.top5_hits[i] / support[i])
+                    if support[i] and num_classes > 5
+                    else None,
+                )
             )
-        )
-    evaluated = int(support.sum())
+        return metrics
+
+
+def _evaluation(
+    classifier: Classifier,
+    dataset: LabelledImages,
+    matches: list[ClassMatch],
+    tally: _Tally,
+    *,
+    images: int,
+    seconds: float,
+    max_confusions: int,
+) -> Evaluation:
+    """The overall scores (micro top-1/top-5 over the scored images, macro over classes with images)
+    and everything :func:`evaluate` found, as one :class:`Evaluation`."""
+    spec = classifier.spec
+    metrics = tally.class_metrics(spec.num_classes)
+    evaluated = sum(c.support for c in metrics)
+    correct = sum(c.correct for c in metrics)
     scored = [c for c in metrics if c.support]
     return Evaluation(
         model=spec.name,
@@ -375,18 +458,20 @@ def evaluate(
         data=str(dataset.root) if dataset.root is not None else None,
         classes=metrics,
         matches=matches,
-        images=len(subset),
+        images=images,
         evaluated=evaluated,
-        top1_accuracy=float(correct.sum() / evaluated) if evaluated else 0.0,
-        top5_accuracy=float(top5_hits.sum() / evaluated) if evaluated and spec.num_classes > 5 else None,
+        top1_accuracy=float(correct / evaluated) if evaluated else 0.0,
+        top5_accuracy=float(tally.top5_hits.sum() / evaluated)
+        if evaluated and spec.num_classes > 5
+        else None,
         macro_precision=float(np.mean([c.precision for c in scored])) if scored else 0.0,
         macro_recall=float(np.mean([c.recall for c in scored])) if scored else 0.0,
         macro_f1=float(np.mean([c.f1 for c in scored])) if scored else 0.0,
-        confusion=confusion,
-        most_confused=[(t, p, n) for (t, p), n in confusions.most_common(max_confusions)],
+        confusion=tally.confusion,
+        most_confused=[(t, p, n) for (t, p), n in tally.confusions.most_common(max_confusions)],
         seconds=seconds,
-        failed=failed,
+        failed=tally.failed,
         empty_classes=list(dataset.empty_classes),
         skipped_files=len(dataset.skipped),
-        records=records,
+        records=tally.records,
     )

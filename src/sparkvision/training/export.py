@@ -13,13 +13,16 @@ was trained here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ModelFormatError
+from ..extras import require
 from .head import LinearHead
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["fuse_head"]
 
@@ -57,6 +60,9 @@ def fuse_head(base_model: str | Path, head: LinearHead, out_file: str | Path) ->
     The head's input dimension must match the base's embedding size. The written model is checked
     with ONNX's checker; outputs are ``logits`` (``batch × classes``) then ``embeddings``.
     """
+    onnx = require("onnx", extra="train", purpose="saving a trained model")
+    from onnx import TensorProto, helper, numpy_helper
+
     model = onnx.load(str(base_model))
     graph = model.graph
     outputs = {o.name: o for o in graph.output}

@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingExtraError
+from ..extras import install_hint
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_HEAD", "HEAD_KINDS", "HeadFit", "LinearHead", "fit_head"]
 
@@ -321,8 +322,9 @@ def _fit_logistic(
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
     except ImportError as exc:
-        raise ConfigError(
-            "the 'logistic' head needs scikit-learn: pip install 'sparkvision[train]' (or use head='softmax')"
+        raise MissingExtraError(
+            f"the 'logistic' head needs scikit-learn: {install_hint('train')} (or use head='softmax')",
+            extra="train",
         ) from exc
     mean, std = _standardiser(x)
     xs = (x - mean) / std

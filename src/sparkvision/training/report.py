@@ -1,5 +1,7 @@
 """Write an :class:`~sparkvision.training.evaluation.Evaluation` to a folder people can open.
 
+The report reads evaluations; evaluation knows nothing of reports (the import points one way).
+
 * ``report.md`` — summary, per-class table, most-confused pairs, unmapped classes, unreadable images,
   and the confusion matrix image (Markdown renders on GitHub, in editors and with any converter);
 * ``confusion_matrix.png`` — rows are true classes, columns predictions, colour is the share of the
@@ -12,15 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .evaluation import Evaluation
+from ..errors import MissingExtraError
+from ..extras import install_hint
+from .evaluation import Evaluation
 
 __all__ = ["plot_confusion_matrix", "write_report"]
 
@@ -33,8 +34,9 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ConfigError(
-            "the evaluation report's confusion-matrix plot needs matplotlib: pip install 'sparkvision[train]'"
+        raise MissingExtraError(
+            f"the evaluation report's confusion-matrix plot needs matplotlib: {install_hint('train')}",
+            extra="train",
         ) from exc
 
 
@@ -134,9 +136,11 @@ def render_markdown(evaluation: Evaluation, image_name: str | None = "confusion_
     return "\n".join(lines) + "\n"
 
 
-def write_report(evaluation: Evaluation, directory: Path) -> dict[str, Path]:
-    """Write the report files into ``directory`` (created if needed); returns their paths."""
+def write_report(evaluation: Evaluation, directory: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``report.md``, ``confusion_matrix.png``, ``metrics.json`` and ``predictions.csv`` into
+    ``directory`` (created if needed); returns their paths by kind."""
     _require_matplotlib()
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": directory / "report.md",

@@ -32,12 +32,13 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import ConfigError
+from ..extras import require
 from ..models.catalogue import DEFAULT_MODEL, canonical_name, get_entry
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import build_model_dir, cached_model_dir, is_model_dir, validate_model_name
 from ..tasks.classification import Classifier
 from .dataset import LabelledImages, labelled_images
-from .embeddings import EmbeddingCache, embed_files, model_fingerprint
+from .embeddings import EmbeddingCache, Embeddings, embed_files, model_fingerprint
 from .export import fuse_head
 from .head import DEFAULT_HEAD, HEAD_KINDS, HeadFit, HeadKind, fit_head
 
@@ -350,53 +351,145 @@ def train(
     started = time.perf_counter()
     if head not in HEAD_KINDS:
         raise ConfigError(f"unknown head {head!r}; use one of {', '.join(HEAD_KINDS)}")
+    _require_training_extra(head)
     target = check_target(name, output_dir, force)
+    split = _training_and_validation_sets(data, val, val_split, seed)
+    classifier = _embedding_model(base, threads)
+    embedded = _embed_images(classifier, split.all_paths, cache, batch_size, progress)
+    failed = embedded.failed(split.all_paths)
+    for path, message in failed:
+        log.warning("skipping %s: %s", path, message)
+    examples = _readable_examples(split, embedded, failed)
+
+    fit_started = time.perf_counter()
+    fit = _fit_head_with_progress(examples, len(split.train.classes), head, epochs, seed, progress)
+    train_seconds = time.perf_counter() - fit_started
+
+    train_counts = _counts(split.train.classes, examples.y_train)
+    val_counts = _counts(split.train.classes, examples.y_val) if examples.y_val is not None else {}
+    training = _training_record(split, fit, train_counts, val_counts, unreadable=len(failed), seed=seed)
+    export_started = time.perf_counter()
+    spec = export_trained_model(
+        target,
+        name=name,
+        base=classifier,
+        fit=fit,
+        classes=split.train.classes,
+        training=training,
+        force=force,
+    )
+    export_seconds = time.perf_counter() - export_started
+    return TrainResult(
+        name=name,
+        model_dir=target,
+        spec=spec,
+        classes=split.train.classes,
+        train_counts=train_counts,
+        val_counts=val_counts,
+        val_accuracy=fit.val_accuracy,
+        per_class_val_accuracy=_per_class_val_accuracy(fit, examples, split.train.classes),
+        fit=fit,
+        embedded=len(split.all_paths) - len(failed),
+        from_cache=embedded.from_cache,
+        embed_seconds=embedded.seconds,
+        train_seconds=train_seconds,
+        export_seconds=export_seconds,
+        seconds=time.perf_counter() - started,
+        validation=split.validation,
+        failed=failed,
+    )
+
+
+def _require_training_extra(head: HeadKind) -> None:
+    """Fail before the work when the 'train' extra is missing: onnx writes the trained model, and the
+    logistic head is scikit-learn's."""
+    require("onnx", extra="train", purpose="saving a trained model")
+    if head == "logistic":
+        require("sklearn", extra="train", purpose="the 'logistic' head (or use head='softmax')")
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The images to fit on and to validate on, and how the validation part was chosen."""
+
+    data: LabelledImages  # the training data as given (before any split)
+    train: LabelledImages
+    val: LabelledImages | None
+    validation: str  # "folder", "split 0.2" or "none"
+
+    @property
+    def all_paths(self) -> list[Path]:
+        """Training images first, then validation images (the embedding order)."""
+        return list(self.train.paths) + (list(self.val.paths) if self.val is not None else [])
+
+
+def _training_and_validation_sets(data: Any, val: Any, val_split: float, seed: int) -> _Split:
+    """Read and check the training data, then take the validation data from ``val`` (same classes,
+    indexed like the training classes) or hold out a stratified ``val_split`` of the training data."""
     dataset = labelled_images(data)
     _check_training_data(dataset, "training data")
-    if val is not None:
-        val_data = labelled_images(val)
-        _check_val_classes(dataset.classes, val_data.classes, val_data.empty_classes)
-        # Same labels, maybe from another source order: index them like the training classes.
-        remap = {label: dataset.classes.index(label) for label in val_data.classes}
-        val_set: LabelledImages | None = LabelledImages(
-            classes=dataset.classes,
-            paths=val_data.paths,
-            targets=tuple(remap[val_data.classes[t]] for t in val_data.targets),
-            root=val_data.root,
-        )
-        train_set = dataset
-        validation = "folder"
-    else:
+    if val is None:
         train_set, val_set = split_train_val(dataset, val_split, seed)
-        validation = f"split {val_split:g}" if val_set is not None else "none"
+        return _Split(dataset, train_set, val_set, f"split {val_split:g}" if val_set is not None else "none")
+    val_data = labelled_images(val)
+    _check_val_classes(dataset.classes, val_data.classes, val_data.empty_classes)
+    # Same labels, maybe from another source order: index them like the training classes.
+    remap = {label: dataset.classes.index(label) for label in val_data.classes}
+    val_set = LabelledImages(
+        classes=dataset.classes,
+        paths=val_data.paths,
+        targets=tuple(remap[val_data.classes[t]] for t in val_data.targets),
+        root=val_data.root,
+    )
+    return _Split(dataset, dataset, val_set, "folder")
 
+
+def _embedding_model(base: str, threads: int | None) -> Classifier:
+    """The base model, which must export ``embeddings`` (the head's input)."""
     classifier = Classifier.pretrained(base, threads=threads)
     if not classifier.spec.has_embeddings:
         raise ConfigError(
             f"base model {classifier.spec.name!r} does not export embeddings; use efficientnet_lite0/1/2 "
             "or another model with an 'embeddings' output"
         )
+    return classifier
+
+
+def _embed_images(
+    classifier: Classifier,
+    paths: Sequence[Path],
+    cache: bool | EmbeddingCache,
+    batch_size: int | None,
+    progress: bool,
+) -> Embeddings:
+    """Every image's embedding (from the cache where it has them); a cache opened here is closed here."""
     embedding_cache = cache if isinstance(cache, EmbeddingCache) else (EmbeddingCache() if cache else None)
-    all_paths = list(train_set.paths) + (list(val_set.paths) if val_set is not None else [])
-    bar = _progress_bar(progress, len(all_paths), f"embedding ({classifier.spec.name})", "img")
+    bar = _progress_bar(progress, len(paths), f"embedding ({classifier.spec.name})", "img")
     try:
-        embedded = embed_files(
-            classifier, all_paths, cache=embedding_cache, batch_size=batch_size, progress=bar
-        )
+        return embed_files(classifier, paths, cache=embedding_cache, batch_size=batch_size, progress=bar)
     finally:
         if bar is not None:
             bar.close()
         if embedding_cache is not None and not isinstance(cache, EmbeddingCache):
             embedding_cache.close()
-    failed = embedded.failed(all_paths)
-    for path, message in failed:
-        log.warning("skipping %s: %s", path, message)
 
-    n_train = len(train_set)
-    x_train, y_train = _usable(embedded.vectors[:n_train], embedded.ok[:n_train], train_set.targets)
-    unreadable = [
-        train_set.classes[c] for c in range(len(train_set.classes)) if c not in set(y_train.tolist())
-    ]
+
+@dataclass(frozen=True)
+class _Examples:
+    """The readable images' embeddings and class indices, for fitting and for validation."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+
+
+def _readable_examples(split: _Split, embedded: Embeddings, failed: Sequence[tuple[str, str]]) -> _Examples:
+    """Drop the unreadable images; every class must keep at least one training image."""
+    n_train = len(split.train)
+    x_train, y_train = _usable(embedded.vectors[:n_train], embedded.ok[:n_train], split.train.targets)
+    present = set(y_train.tolist())
+    unreadable = [label for c, label in enumerate(split.train.classes) if c not in present]
     if unreadable:
         raise ConfigError(
             f"no readable training images left for class(es) {', '.join(map(repr, unreadable))} "
@@ -404,19 +497,24 @@ def train(
             if failed
             else f"no training images for class(es) {', '.join(map(repr, unreadable))}"
         )
-    x_val = y_val = None
-    if val_set is not None:
-        x_val, y_val = _usable(embedded.vectors[n_train:], embedded.ok[n_train:], val_set.targets)
+    if split.val is None:
+        return _Examples(x_train, y_train, None, None)
+    x_val, y_val = _usable(embedded.vectors[n_train:], embedded.ok[n_train:], split.val.targets)
+    return _Examples(x_train, y_train, x_val, y_val)
 
-    fit_started = time.perf_counter()
+
+def _fit_head_with_progress(
+    examples: _Examples, num_classes: int, head: HeadKind, epochs: int | None, seed: int, progress: bool
+) -> HeadFit:
+    """:func:`~sparkvision.training.head.fit_head` on the examples, with a progress bar if asked."""
     bar = _progress_bar(progress, None, f"training ({head} head)", "epoch" if head == "softmax" else "fit")
     try:
-        fit = fit_head(
-            x_train,
-            y_train,
-            len(train_set.classes),
-            x_val,
-            y_val,
+        return fit_head(
+            examples.x_train,
+            examples.y_train,
+            num_classes,
+            examples.x_val,
+            examples.y_val,
             kind=head,
             epochs=epochs,
             seed=seed,
@@ -425,54 +523,44 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    train_seconds = time.perf_counter() - fit_started
 
+
+def _per_class_val_accuracy(fit: HeadFit, examples: _Examples, classes: Sequence[str]) -> dict[str, float]:
+    """Recall per class on the validation images (classes without validation images are left out)."""
+    x_val, y_val = examples.x_val, examples.y_val
+    if x_val is None or y_val is None or not len(y_val):
+        return {}
+    predicted = fit.head.predict(x_val)
     per_class: dict[str, float] = {}
-    if x_val is not None and y_val is not None and len(y_val):
-        predicted = fit.head.predict(x_val)
-        for c, label in enumerate(train_set.classes):
-            members = y_val == c
-            if members.any():
-                per_class[label] = float((predicted[members] == c).mean())
+    for c, label in enumerate(classes):
+        members = y_val == c
+        if members.any():
+            per_class[label] = float((predicted[members] == c).mean())
+    return per_class
 
-    train_counts = _counts(train_set.classes, y_train)
-    val_counts = _counts(train_set.classes, y_val) if y_val is not None else {}
-    training = {
+
+def _training_record(
+    split: _Split,
+    fit: HeadFit,
+    train_counts: dict[str, int],
+    val_counts: dict[str, int],
+    *,
+    unreadable: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The provenance stored in the model's ``sparkvision.json`` (``extra.training``)."""
+    return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sparkvision_version": __version__,
-        "data": dataset.summary(),
-        "validation": validation,
-        "val_data": val_set.summary() if val_set is not None and validation == "folder" else None,
+        "data": split.data.summary(),
+        "validation": split.validation,
+        "val_data": split.val.summary() if split.val is not None and split.validation == "folder" else None,
         "train_counts": train_counts,
         "val_counts": val_counts,
-        "unreadable_images": len(failed),
+        "unreadable_images": unreadable,
         "seed": seed,
         "head": fit.summary(),
     }
-    export_started = time.perf_counter()
-    spec = export_trained_model(
-        target, name=name, base=classifier, fit=fit, classes=train_set.classes, training=training, force=force
-    )
-    export_seconds = time.perf_counter() - export_started
-    return TrainResult(
-        name=name,
-        model_dir=target,
-        spec=spec,
-        classes=train_set.classes,
-        train_counts=train_counts,
-        val_counts=val_counts,
-        val_accuracy=fit.val_accuracy,
-        per_class_val_accuracy=per_class,
-        fit=fit,
-        embedded=len(all_paths) - len(failed),
-        from_cache=embedded.from_cache,
-        embed_seconds=embedded.seconds,
-        train_seconds=train_seconds,
-        export_seconds=export_seconds,
-        seconds=time.perf_counter() - started,
-        validation=validation,
-        failed=failed,
-    )
 
 
 def _usable(vectors: np.ndarray, ok: np.ndarray, targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
