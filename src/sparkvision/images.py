@@ -64,6 +64,7 @@ __all__ = [
     "ImageSource",
     "decode_bgr_struct",
     "decode_image",
+    "header_pixels",
     "iter_image_files",
 ]
 
@@ -750,3 +751,19 @@ def _list_folder(folder: Path, *, top: bool) -> list[tuple[str, bool]]:
         return []
     entries.sort()
     return entries
+
+
+def header_pixels(data: bytes) -> int | None:
+    """Width × height of encoded image ``data`` as its header declares it, without decoding pixels.
+
+    ``None`` when the header cannot be read (the decoder will say why). A service uses this to
+    budget memory before decoding: an image costs about three bytes per pixel once decoded.
+    """
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=_decodable_formats()) as img:
+                width, height = img.size
+    except Exception:
+        return None
+    return int(width) * int(height)

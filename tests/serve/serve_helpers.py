@@ -24,12 +24,12 @@ def jpeg_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -
 
 
 def wait_ready(client, timeout: float = 60.0) -> None:
-    """Poll /healthz until the default model is loaded."""
+    """Poll /readyz until the default model is loaded."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        response = client.get("/healthz")
+        response = client.get("/readyz")
         if response.status_code == 200:
             return
-        assert response.json()["status"] == "loading", response.json()
+        assert response.json()["state"] == "loading", response.json()
         time.sleep(0.02)
     raise AssertionError("the model did not load in time")

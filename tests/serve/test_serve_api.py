@@ -218,18 +218,38 @@ def test_unknown_model_lists_the_available_names(serve_client):
     assert "tiny_colour" in body["models"] and "tiny_colour" in body["error"]
 
 
-def test_catalogue_model_not_built_is_not_built_on_request(serve_client, monkeypatch, tmp_path):
-    from sparkvision.models import catalogue
-
+def test_catalogue_model_is_not_built_when_building_is_off(serve_client, monkeypatch, tmp_path):
     # An empty cache: the session's shared one holds efficientnet_lite2 once test_classify built it.
     monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path))
-    client = serve_client()
-    built = []
-    monkeypatch.setattr(catalogue, "build_model_dir", lambda *a, **k: built.append(a))
+    client = serve_client(build_models=False)
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["efficientnet_lite2"]["state"] == "not_built" and not listed["efficientnet_lite2"]["available"]
     response = client.post("/v1/classify?model=efficientnet_lite2", content=b"x")
     assert response.status_code == 404 and response.json()["code"] == "model_not_available"
     assert "sparkvision models info efficientnet_lite2" in response.json()["error"]
-    assert built == []
+    assert not (tmp_path / "models" / "efficientnet_lite2").exists()
+
+
+def test_catalogue_model_is_built_on_first_use(serve_client, monkeypatch, tmp_path, examples_dir):
+    """Offline, from its weight package: 503 model_building while it builds, then real answers."""
+    monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path))
+    client = serve_client()
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["efficientnet_lite0"]["state"] == "not_built" and listed["efficientnet_lite0"]["available"]
+    coffee = _files(("coffee.jpg", (examples_dir / "coffee.jpg").read_bytes()))
+    first = client.post("/v1/classify?model=efficientnet_lite0&top_k=1", files=coffee)
+    assert first.status_code == 503 and first.json()["code"] == "model_building"
+    assert first.headers["Retry-After"] == "2"
+    deadline = time.monotonic() + 120
+    response = first
+    while response.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        response = client.post("/v1/classify?model=efficientnet_lite0&top_k=1", files=coffee)
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["labels"] == ["espresso"]
+    assert (tmp_path / "models" / "efficientnet_lite0" / "model.onnx").is_file()
+    metrics = client.get("/metrics").text
+    assert 'sparkvision_model_load_seconds{model="efficientnet_lite0"}' in metrics
 
 
 def test_cached_models_can_be_chosen_by_name(serve_client, colour_model, red_png, monkeypatch, tmp_path):
@@ -279,13 +299,20 @@ def test_requests_during_model_load_get_503_then_succeed(colour_model, red_png):
 
     loader = _GatedLoader()
     with TestClient(create_app(str(colour_model), loader=loader)) as client:
-        health = client.get("/healthz")
-        assert health.status_code == 503 and health.json()["status"] == "loading"
+        health = client.get("/healthz")  # alive while loading: a liveness probe must not restart it
+        assert health.status_code == 200 and health.json()["status"] == "loading"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json() == {
+            "ready": False,
+            "model": "tiny_colour",
+            "state": "loading",
+        }
         busy = client.post("/v1/classify", files=_files(("red.png", red_png)))
         assert busy.status_code == 503
         assert busy.json()["code"] == "model_loading" and busy.headers["Retry-After"] == "2"
         loader.release.set()
         wait_ready(client)
+        assert client.get("/readyz").json() == {"ready": True, "model": "tiny_colour", "state": "ready"}
         assert client.post("/v1/classify", files=_files(("red.png", red_png))).status_code == 200
 
 
@@ -303,6 +330,7 @@ def test_a_model_that_fails_to_load_is_reported(colour_model, red_png):
             time.sleep(0.02)
         health = client.get("/healthz")
         assert health.status_code == 503 and "weights are damaged" in health.json()["error"]
+        assert client.get("/readyz").status_code == 503
         response = client.post("/v1/classify", files=_files(("red.png", red_png)))
         assert response.status_code == 500 and "weights are damaged" in response.json()["error"]
 

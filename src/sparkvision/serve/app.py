@@ -1,9 +1,12 @@
 """The ASGI application: routes, error rendering, and the request path of one classification.
 
-``POST /v1/classify`` goes: check the key → find the model (404 unknown, 503 loading) → read the
-body within the limits → decode every image in a thread pool (an unreadable image is 415/422/413) →
-queue the decoded images with the model's :class:`~sparkvision.serve.batching.MicroBatcher` → answer
-with one record per image, exactly the CLI's JSON record (``path`` is the uploaded file name).
+``POST /v1/classify`` goes: check the key → find the model (404 unknown, 503 loading) → wait for
+room in the upload budget, read the body within the limits → check the request's pixels from the
+image headers, wait for room in the pixel budget → decode every image in a thread pool (an
+unreadable image is 415/422/413) → queue the decoded images with the model's
+:class:`~sparkvision.serve.batching.MicroBatcher` → answer with one record per image, exactly the
+CLI's JSON record (``path`` is the uploaded file name). The budgets and what happens beyond them are
+in :mod:`sparkvision.serve.limits`; ``/metrics`` (:mod:`sparkvision.serve.metrics`) counts it all.
 
 A request with one image that cannot be read fails with that image's status. With several images,
 the request succeeds as long as one image was classified, and the others carry ``error`` (as rows of
@@ -14,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,19 +27,25 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .._version import __version__
 from ..engine import default_threads
 from ..errors import ConfigError, ImageDecodeError, SparkvisionError
+from ..images import header_pixels
 from ..models.catalogue import DEFAULT_MODEL
 from ..options import parse_candidate_labels, resolve_top_k
 from ..results import Prediction, PreparedImage
 from .batching import QueueFullError
 from .errors import ApiError, decode_error_status, error_body
+from .limits import Budget
+from .metrics import CONTENT_TYPE, Metrics
+from .middleware import ServiceMiddleware, held_until_answered
 from .registry import Loader, ModelRegistry, ModelSlot, load_classifier
 from .settings import ServeSettings
 from .uploads import Upload, read_uploads
@@ -62,9 +71,10 @@ curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' 'http://127.0.0.1:8000
 Each entry of `results` is the record `sparkvision classify --format json` prints:
 `path` (the uploaded file name), `labels`, `scores`, `class_ids` (best first) and `error`.
 
-Errors: 401 missing/wrong API key, 404 unknown model, 413 body, image count or pixel count over the
-limit, 415 not an image, 422 corrupt/truncated image or bad parameter, 503 model loading or server busy
-(see `Retry-After`). Every error body is `{"error": message, "code": name, "status": number}`.
+Errors: 401 missing/wrong API key, 404 unknown model, 408 body not received in time, 413 body, image
+count or pixel count (per image or per request) over the limit, 415 not an image, 422 corrupt/truncated
+image or bad parameter, 503 model loading or building, or server busy (see `Retry-After`). Every error
+body is `{"error": message, "code": name, "status": number}`.
 """
 
 _MULTIPART_SCHEMA = {
@@ -113,7 +123,28 @@ def create_app(
     decoders = ThreadPoolExecutor(
         settings.decode_workers or max(2, default_threads()), thread_name_prefix="sparkvision-upload"
     )
-    registry = ModelRegistry(model, settings, inference, loader or load_classifier)
+    metrics = Metrics()
+    registry = ModelRegistry(
+        model,
+        settings,
+        inference,
+        loader or load_classifier,
+        on_batch=metrics.observe_batch,
+        on_evict=lambda name: metrics.count(metrics.evictions),
+    )
+    uploads_budget = Budget(
+        "upload bytes",
+        settings.max_inflight_bytes,
+        max_waiting=settings.max_waiting,
+        max_wait_s=settings.max_wait_s,
+    )
+    pixels_budget = Budget(
+        "decoded pixels",
+        settings.max_inflight_pixels,
+        max_waiting=settings.max_waiting,
+        max_wait_s=settings.max_wait_s,
+    )
+    _register_gauges(metrics, registry, uploads_budget, pixels_budget)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,7 +170,17 @@ def create_app(
     )
     app.state.registry = registry
     app.state.settings = settings
-    _install_error_handlers(app)
+    app.state.metrics = metrics
+    _install_error_handlers(app, metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(ServiceMiddleware, metrics=metrics, allowed_hosts=settings.allowed_hosts)
     auth = [Depends(_key_checker(settings.api_key))] if settings.api_key else []
 
     # -- page and docs ----------------------------------------------------------------------------
@@ -158,9 +199,10 @@ def create_app(
         return RedirectResponse("/static/favicon.svg")
 
     # -- health -----------------------------------------------------------------------------------
-    @app.get("/healthz", tags=["service"], summary="Liveness and readiness")
+    @app.get("/healthz", tags=["service"], summary="Liveness")
     async def healthz() -> JSONResponse:
-        """200 with ``status: ok`` once the default model is ready; 503 while it loads or if it failed."""
+        """200 while the service runs (``status``: ``ok``, or ``loading`` while the default model
+        loads); 503 when the default model failed to load (a restart is needed)."""
         default = registry.slot(None)
         status = {"ready": "ok", "failed": "error"}.get(default.state, "loading")
         body: dict[str, Any] = {
@@ -174,7 +216,20 @@ def create_app(
         }
         if default.error:
             body["error"] = default.error
-        return JSONResponse(body, status_code=200 if status == "ok" else 503)
+        return JSONResponse(body, status_code=503 if status == "error" else 200)
+
+    @app.get("/readyz", tags=["service"], summary="Readiness")
+    async def readyz() -> JSONResponse:
+        """200 once the default model is loaded and requests can be served; 503 before (or if it failed)."""
+        default = registry.slot(None)
+        ready = default.state == "ready"
+        body = {"ready": ready, "model": default.name, "state": default.state}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics_page() -> Response:
+        """Counters, histograms and gauges in the Prometheus text format (see the README)."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     # -- API --------------------------------------------------------------------------------------
     @app.get("/v1/models", tags=["models"], summary="Models this server knows", dependencies=auth)
@@ -208,12 +263,18 @@ def create_app(
         # A fixed-label model's top_k is checked before the upload is read; a zero-shot one's once
         # its candidate labels (which may come in the form) are known.
         k = None if zero_shot else _top_k(top_k, slot.spec.num_classes, settings)
+        # Held until the answer is sent (the middleware closes the request's resources).
+        await held_until_answered(request).enter_async_context(
+            uploads_budget.hold(_declared_body_size(request, settings))
+        )
         parsed = await read_uploads(request, settings)
         labels = _check_labels(slot, candidate_labels or parsed.options.get("candidate_labels"))
         if labels is not None:
             k = _top_k(top_k, len(labels), settings)
         assert k is not None
-        records, batch_sizes = await _classify_uploads(slot, parsed.uploads, k, labels, decoders, settings)
+        records, batch_sizes = await _classify_uploads(
+            slot, parsed.uploads, k, labels, decoders, settings, pixels_budget, metrics
+        )
         body: dict[str, Any] = {
             "model": slot.name,
             "task": slot.spec.task,
@@ -230,6 +291,65 @@ def create_app(
 
 
 # -- helpers --------------------------------------------------------------------------------------
+def _declared_body_size(request: Request, settings: ServeSettings) -> int:
+    """What a request's body may take in memory: its ``Content-Length``, else the upload limit."""
+    try:
+        return min(int(request.headers["content-length"]), settings.max_upload_bytes)
+    except (KeyError, ValueError):
+        return settings.max_upload_bytes
+
+
+def _request_pixels(uploads: Sequence[Upload], settings: ServeSettings) -> int:
+    """Pixels the request's images will decode to (from their headers), checked against the
+    per-request budget. Images over the per-image limit, or with unreadable headers, are refused by
+    the decoder before any pixel is decoded, so they cost nothing here."""
+    total = 0
+    for upload in uploads:
+        pixels = header_pixels(upload.data)
+        if pixels is not None and pixels <= settings.max_pixels:
+            total += pixels
+    if total > settings.max_request_pixels:
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"the images of this request hold {total:,} pixels together, over the limit of "
+            f"{settings.max_request_pixels:,} per request; send them in several requests",
+            limit_pixels=settings.max_request_pixels,
+        )
+    return total
+
+
+def _register_gauges(metrics: Metrics, registry: ModelRegistry, uploads: Budget, pixels: Budget) -> None:
+    metrics.gauge(
+        "sparkvision_queue_depth",
+        "Requests waiting for room (upload, decode) and images waiting for a model call (inference)",
+        ("queue",),
+        lambda: [
+            (("upload",), uploads.waiting),
+            (("decode",), pixels.waiting),
+            (("inference",), sum(s.batcher.queued for s in registry.slots() if s.batcher)),
+        ],
+    )
+    metrics.gauge(
+        "sparkvision_inflight",
+        "Upload bytes and decoded pixels held by requests now",
+        ("resource",),
+        lambda: [(("upload_bytes",), uploads.in_use), (("pixels",), pixels.in_use)],
+    )
+    metrics.gauge(
+        "sparkvision_model_load_seconds",
+        "Time the last load of each model took (building it from its source included)",
+        ("model",),
+        lambda: [((s.name,), s.load_seconds) for s in registry.slots() if s.load_seconds is not None],
+    )
+    metrics.gauge(
+        "sparkvision_model_loaded",
+        "1 for each model loaded now, 0 for known models that are not",
+        ("model",),
+        lambda: [((s.name,), 1.0 if s.state == "ready" else 0.0) for s in registry.slots()],
+    )
+
+
 def _top_k(top_k: int | None, num_labels: int, settings: ServeSettings) -> int:
     try:
         return resolve_top_k(top_k, num_labels, default=settings.default_top_k)
@@ -278,21 +398,29 @@ async def _classify_uploads(
     labels: list[str] | None,
     decoders: ThreadPoolExecutor,
     settings: ServeSettings,
+    pixels_budget: Budget,
+    metrics: Metrics,
 ) -> tuple[list[dict[str, Any]], list[int]]:
     batcher = slot.batcher
     assert batcher is not None
     loop = asyncio.get_running_loop()
+    pixels = _request_pixels(uploads, settings)
     batcher.incoming(len(uploads))
     try:
-        decoded = await asyncio.gather(
-            *(
-                loop.run_in_executor(decoders, _prepare, slot.classifier, upload.data, settings.max_pixels)
-                for upload in uploads
+        async with pixels_budget.hold(pixels):  # decoded pixels are dropped once prepared
+            decoded = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        decoders, _prepare, slot.classifier, upload.data, settings.max_pixels
+                    )
+                    for upload in uploads
+                )
             )
-        )
     finally:
         batcher.incoming(-len(uploads))
     good = [i for i, item in enumerate(decoded) if isinstance(item, PreparedImage)]
+    metrics.count(metrics.decoded, "ok", amount=len(good))
+    metrics.count(metrics.decoded, "error", amount=len(decoded) - len(good))
     try:
         batched = await batcher.submit(
             [decoded[i] for i in good],
@@ -301,6 +429,7 @@ async def _classify_uploads(
             paths=[uploads[i].name for i in good],
         )
     except QueueFullError as exc:
+        metrics.count(metrics.rejected, "inference_queue")
         raise ApiError(
             503, "busy", f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"}
         ) from None
@@ -329,20 +458,33 @@ async def _classify_uploads(
     return records, sizes
 
 
+def _header_bytes(value: str) -> bytes:
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:  # not from a real header (e.g. an in-process caller): its UTF-8 form
+        return value.encode("utf-8")
+
+
 _BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
 
 
 def _key_checker(expected: str):
-    """A dependency accepting ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (constant-time)."""
-    wanted = expected.encode()
+    """A dependency accepting ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (constant-time).
+
+    Keys may hold any Unicode character: HTTP carries header values as bytes, which clients (curl,
+    browsers, httpx, requests) send as UTF-8. The server reads headers as Latin-1, which maps each byte
+    to one character, so encoding them back to Latin-1 gives the exact bytes sent; those are compared
+    with the key's UTF-8 bytes.
+    """
+    wanted = expected.encode("utf-8")
 
     async def check_key(
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
         header: Annotated[str | None, Depends(_KEY_HEADER)],
     ) -> None:
         given = header if header is not None else (bearer.credentials if bearer is not None else None)
-        if given is None or not secrets.compare_digest(given.encode(), wanted):
+        if given is None or not hmac.compare_digest(_header_bytes(given), wanted):
             raise ApiError(
                 401,
                 "unauthorized",
@@ -353,10 +495,22 @@ def _key_checker(expected: str):
     return check_key
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status in (408, 503):
+            metrics.count(metrics.rejected, exc.code)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        """A client that hangs up mid-upload is routine: one log line, no traceback, no answer."""
+        request.scope["sparkvision.client_gone"] = True
+        metrics.count(metrics.disconnects)
+        client = request.client
+        who = f"{client.host}:{client.port}" if client else "a client"
+        log.info("%s disconnected during %s %s", who, request.method, request.url.path)
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -92,8 +92,11 @@ class MicroBatcher:
         max_batch: int = 16,
         max_wait_s: float = 0.02,
         max_queue: int = 512,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``on_batch(size, seconds)`` is called (on the event loop) after every model call batch."""
         self.classifier = classifier
+        self.on_batch = on_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
@@ -101,6 +104,7 @@ class MicroBatcher:
         self._executor = executor
         self._pending: deque[_Job] = deque()
         self._incoming = 0
+        self._running = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -113,7 +117,13 @@ class MicroBatcher:
 
     @property
     def queued(self) -> int:
+        """Images waiting for a model call."""
         return len(self._pending)
+
+    @property
+    def in_progress(self) -> int:
+        """Images announced (being decoded) or in the model call running now."""
+        return self._incoming + self._running
 
     async def submit(
         self,
@@ -190,10 +200,16 @@ class MicroBatcher:
             batch = [job for job in taken if not job.future.done()]
             if not batch:
                 continue
+            started = time.perf_counter()
+            self._running = len(batch)
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._run_batch, batch)
             except Exception as exc:  # the executor itself failed (e.g. shut down)
                 outcomes = [exc] * len(batch)
+            finally:
+                self._running = 0
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - started)
             self.stats.batches += 1
             self.stats.images += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))

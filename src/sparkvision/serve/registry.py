@@ -1,23 +1,29 @@
 """Which models the service can use, their loading state, and their batchers.
 
 Clients name models; they never give paths. A name is accepted only when it is the model the server
-was started with, one it was told to preload, or a model already in the local cache (looked up by
-name, so nothing a client sends reaches the file system as a path). Catalogue models that are not
-built yet are listed but not built on request: building one takes a while and is an operator's
-decision (``sparkvision models info NAME`` builds it).
+was started with, one it was told to preload, a model already in the local cache (looked up by
+name, so nothing a client sends reaches the file system as a path), or a catalogue name. A catalogue
+model that is not built yet is built on first use (about a second for the EfficientNet-Lite family,
+offline) unless the operator turned that off (``build_models=False``, ``--no-build``).
 
-Loading (resolving the model, creating the ONNX Runtime session, one warm-up run) happens in a
-background thread; meanwhile requests for that model get 503 with ``Retry-After``.
+Loading (resolving or building the model, creating the ONNX Runtime session, one warm-up run) happens
+in a background thread; meanwhile requests for that model get 503 with ``Retry-After`` and the code
+``model_loading`` (``model_building`` when it is being built).
+
+At most ``max_models`` models are loaded at once. Loading one more first unloads the least recently
+used model that is idle (no request in progress); the default model is never unloaded. When every
+loaded model is busy, the request gets 503 and may retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +35,7 @@ from ..models.spec import ModelSpec
 from ..models.store import cached_model_dir, is_model_dir, load_model_dir, validate_model_name
 from .batching import MicroBatcher
 from .errors import ApiError
+from .limits import overloaded
 from .settings import ServeSettings
 
 __all__ = ["Loader", "ModelRegistry", "ModelSlot", "load_classifier"]
@@ -53,6 +60,11 @@ def load_classifier(source: str, settings: ServeSettings) -> Any:
     return classifier
 
 
+def _idle(slot: ModelSlot) -> bool:
+    """No image of any request is being decoded for, or waiting for, this model's batcher."""
+    return slot.batcher is None or (slot.batcher.queued == 0 and slot.batcher.in_progress == 0)
+
+
 def _is_cached(name: str) -> bool:
     try:
         return is_model_dir(cached_model_dir(name))
@@ -71,6 +83,9 @@ class ModelSlot:
     batcher: MicroBatcher | None = None
     error: str | None = None
     load_seconds: float | None = None
+    #: True while the model is built from its catalogue source on first use.
+    building: bool = False
+    last_used: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -87,8 +102,13 @@ class ModelRegistry:
         settings: ServeSettings,
         executor: Executor,
         loader: Loader = load_classifier,
+        on_batch: Callable[[str, int, float], None] | None = None,
+        on_evict: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_batch(model, size, seconds)`` sees every model call; ``on_evict(model)`` every unload."""
         self.settings = settings
+        self._on_batch = on_batch
+        self._on_evict = on_evict
         self._executor = executor
         self._loader = loader
         self._slots: dict[str, ModelSlot] = {}
@@ -120,7 +140,7 @@ class ModelRegistry:
     def names(self) -> list[str]:
         """Every model name clients may use right now (server models plus the cache)."""
         names = set(self._slots)
-        names.update(row.name for row in list_models() if row.cached)
+        names.update(row.name for row in list_models() if row.cached or self.settings.build_models)
         return sorted(names)
 
     def slot(self, requested: str | None) -> ModelSlot:
@@ -140,12 +160,16 @@ class ModelRegistry:
             slot = self._slots.setdefault(name, ModelSlot(name=name, source=str(cached)))
             return slot
         entry = get_entry(name)
+        if entry is not None and self.settings.build_models:
+            # Built from the catalogue's own source, by name: never from anything the client sent.
+            return self._slots.setdefault(name, ModelSlot(name=name, source=name, building=True))
         if entry is not None:
             raise ApiError(
                 404,
                 "model_not_available",
-                f"model {name!r} is in the catalogue but not built on this server; ask the operator "
-                f"to run `sparkvision models info {name}` (which builds it) and retry. "
+                f"model {name!r} is in the catalogue but not built on this server, and this server "
+                f"does not build models on request; ask the operator to run "
+                f"`sparkvision models info {name}` (which builds it) and retry. "
                 f"Available: {', '.join(self.names())}",
                 models=self.names(),
             )
@@ -182,22 +206,33 @@ class ModelRegistry:
             slot.state = "failed"
             return
         slot.classifier = classifier
+        on_batch = self._on_batch
         slot.batcher = MicroBatcher(
             classifier,
             self._executor,
             max_batch=self.settings.max_batch,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
             max_queue=self.settings.max_queue,
+            on_batch=(lambda size, seconds: on_batch(slot.name, size, seconds)) if on_batch else None,
         )
         slot.load_seconds = time.perf_counter() - started
+        slot.last_used = time.monotonic()
+        how = "built and ready" if slot.building else "ready"
+        slot.building = False
         slot.state = "ready"
-        log.info("model %s ready in %.1f s", slot.name, slot.load_seconds)
+        log.info("model %s %s in %.1f s", slot.name, how, slot.load_seconds)
 
     def ready_slot(self, requested: str | None) -> ModelSlot:
-        """The slot, ready for inference; otherwise 503 (loading, starts loading) or 500 (failed)."""
+        """A snapshot of the slot, ready for inference; otherwise 503 (loading, starts loading) or 500
+        (failed).
+
+        The snapshot holds this request's references to the classifier and its batcher, so the
+        request finishes normally even if the model is unloaded meanwhile to make room for another.
+        """
         slot = self.slot(requested)
         if slot.state == "ready":
-            return slot
+            slot.last_used = time.monotonic()
+            return replace(slot)
         if slot.state == "failed":
             raise ApiError(
                 500,
@@ -205,13 +240,56 @@ class ModelRegistry:
                 f"model {slot.name!r} failed to load: {slot.error}. Check the server log; restart the "
                 f"server once the model is fixed.",
             )
+        if slot.state == "unloaded":
+            self._make_room()
         self.start_loading(slot)
+        if slot.building:
+            raise ApiError(
+                503,
+                "model_building",
+                f"model {slot.name!r} is being built on first use; retry in a few seconds",
+                headers={"Retry-After": "2"},
+            )
         raise ApiError(
             503,
             "model_loading",
             f"model {slot.name!r} is loading; retry in a few seconds",
             headers={"Retry-After": "2"},
         )
+
+    def loaded_count(self) -> int:
+        return sum(slot.state in ("loading", "ready") for slot in self._slots.values())
+
+    def _make_room(self) -> None:
+        """Unload least recently used idle models until one more fits under ``max_models``."""
+        while self.loaded_count() >= self.settings.max_models:
+            idle = [
+                slot
+                for slot in self._slots.values()
+                if slot.state == "ready" and slot.name != self.default_name and _idle(slot)
+            ]
+            if not idle:
+                raise overloaded(
+                    f"{self.loaded_count()} models are loaded and in use (limit {self.settings.max_models})",
+                    retry_after=2,
+                )
+            self.evict(min(idle, key=lambda slot: slot.last_used))
+
+    def evict(self, slot: ModelSlot) -> None:
+        """Unload an idle model (event loop thread); it loads again when next asked for."""
+        batcher = slot.batcher
+        slot.classifier = None
+        slot.batcher = None
+        slot.state = "unloaded"
+        if batcher is not None:
+            asyncio.get_running_loop().create_task(batcher.close())
+        log.info(
+            "model %s unloaded (least recently used; at most %d models are loaded)",
+            slot.name,
+            self.settings.max_models,
+        )
+        if self._on_evict is not None:
+            self._on_evict(slot.name)
 
     def slots(self) -> list[ModelSlot]:
         return list(self._slots.values())
@@ -235,7 +313,7 @@ class ModelRegistry:
                 "license": row.license,
                 "description": row.description,
                 "cached": row.cached,
-                "available": row.cached,
+                "available": row.cached or self.settings.build_models,
                 "state": "unloaded" if row.cached else "not_built",
                 "default": False,
             }
@@ -254,7 +332,7 @@ class ModelRegistry:
                 },
             )
             row["available"] = True
-            row["state"] = slot.state
+            row["state"] = "building" if slot.building and slot.state == "loading" else slot.state
             row["default"] = slot.name == self.default_name
             if slot.state == "ready":
                 spec = slot.spec

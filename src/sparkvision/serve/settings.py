@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_WAIT_MS", "ServeSettings"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_WAIT_MS", "LOOPBACK_HOSTS", "ServeSettings"]
 
 #: Pixel limit for uploaded images: 50 megapixels covers every common camera photo, and keeps the
 #: worst-case memory of one decode (≈ 150 MB as RGB) bounded for a service that decodes several at once.
@@ -18,6 +18,14 @@ DEFAULT_MAX_PIXELS = 50_000_000
 #: 0.84 instead of 0.76-0.80 of the embedded images/s), short next to the inference of the batch it
 #: fills. A lone request never waits.
 DEFAULT_MAX_WAIT_MS = 20.0
+
+#: Pixels decoded at once, over all requests: two photos of 32 megapixels, or one of 50, or hundreds
+#: of phone photos. As RGB that is ≈ 200 MB of decoded pixels at most, whatever the number of clients.
+DEFAULT_MAX_INFLIGHT_PIXELS = 64_000_000
+
+#: Host names the service answers to when it listens on a loopback address: a page on another site
+#: that points a name of its own at 127.0.0.1 (DNS rebinding) is refused.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,27 @@ class ServeSettings:
         threads: ONNX Runtime threads (default: physical cores).
         decode_workers: threads decoding uploads in parallel (default: max(2, cores)).
         preload: load these extra models at start-up besides the default one.
+        max_inflight_bytes: request bytes being received or held at once, over all requests; a
+            request waits for room before its body is read (its ``Content-Length``, or
+            ``max_upload_bytes`` when it has none).
+        max_inflight_pixels: pixels being decoded at once, over all requests (judged from the image
+            headers before decoding); a request waits for room before its images are decoded.
+        max_request_pixels: most pixels in one request, all its images together (413 above it).
+        max_waiting: requests waiting for room at once; one more gets 503 with ``Retry-After``.
+        max_wait_s: longest wait for room; after it the request gets 503 with ``Retry-After``.
+        header_timeout_s: a connection must deliver a request's headers within this time (the
+            command-line server enforces it; slow-loris clients are disconnected).
+        body_timeout_s: longest pause while a request body arrives (408 and the connection closes).
+        body_deadline_s: longest time to receive a whole request body (408 and the connection closes).
+        max_models: most models loaded at once, the default one included; loading another unloads
+            the least recently used idle one.
+        build_models: build catalogue models that are not in the cache when a client asks for them
+            (offline for the EfficientNet-Lite family; a Hub model needs the network). Off: clients
+            can use only the cached and preloaded models.
+        allowed_hosts: host names (``Host`` header, port ignored) the service answers to; others
+            get 400. ``None`` answers any host.
+        cors_origins: web origins (``https://app.example.com``) whose pages may call the API from a
+            browser; empty (the default) sends no CORS headers, so browsers keep other sites out.
     """
 
     api_key: str | None = None
@@ -51,6 +80,18 @@ class ServeSettings:
     threads: int | None = None
     decode_workers: int | None = None
     preload: tuple[str, ...] = ()
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    max_inflight_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS
+    max_request_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS
+    max_waiting: int = 256
+    max_wait_s: float = 10.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 15.0
+    body_deadline_s: float = 120.0
+    max_models: int = 4
+    build_models: bool = True
+    allowed_hosts: tuple[str, ...] | None = None
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         positive = {
@@ -60,6 +101,11 @@ class ServeSettings:
             "max_batch": self.max_batch,
             "max_queue": self.max_queue,
             "default_top_k": self.default_top_k,
+            "max_inflight_bytes": self.max_inflight_bytes,
+            "max_inflight_pixels": self.max_inflight_pixels,
+            "max_request_pixels": self.max_request_pixels,
+            "max_waiting": self.max_waiting,
+            "max_models": self.max_models,
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -71,4 +117,33 @@ class ServeSettings:
                 raise ConfigError(f"{name} must be at least 1, got {value!r}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty: pass a real key, or none to leave the API open")
+        for name in ("max_wait_s", "header_timeout_s", "body_timeout_s", "body_deadline_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.max_inflight_bytes < self.max_upload_bytes:
+            raise ConfigError(
+                f"max_inflight_bytes ({self.max_inflight_bytes:,}) must be at least max_upload_bytes "
+                f"({self.max_upload_bytes:,}), or the largest allowed upload could never be received"
+            )
+        if self.max_request_pixels > self.max_inflight_pixels:
+            raise ConfigError(
+                f"max_request_pixels ({self.max_request_pixels:,}) must be at most max_inflight_pixels "
+                f"({self.max_inflight_pixels:,}), or such a request could never be decoded"
+            )
         object.__setattr__(self, "preload", tuple(self.preload))
+        if self.max_models < 1 + len(set(self.preload)):
+            raise ConfigError(
+                f"max_models ({self.max_models}) must leave room for the default model and the "
+                f"{len(set(self.preload))} preloaded one(s)"
+            )
+        if self.allowed_hosts is not None:
+            hosts = tuple(h.strip().lower().strip("[]") for h in self.allowed_hosts if h.strip())
+            if not hosts:
+                raise ConfigError("allowed_hosts is empty: name at least one host, or pass None for any")
+            object.__setattr__(self, "allowed_hosts", None if "*" in hosts else hosts)
+        origins = tuple(o.strip().rstrip("/") for o in self.cors_origins if o.strip())
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ConfigError(f"CORS origin {origin!r} must look like https://host[:port], or be '*'")
+        object.__setattr__(self, "cors_origins", origins)

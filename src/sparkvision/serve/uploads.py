@@ -12,10 +12,14 @@ labels for the results, reduced to their last path component.
 
 The body size is checked against ``Content-Length`` before anything is read, and counted while it is
 read (chunked uploads have no length), so an oversized upload is refused after at most the limit.
+A client that stalls while sending its body (``body_timeout_s`` without a byte, or the whole body not
+in within ``body_deadline_s``) gets 408 and the connection is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,14 +73,29 @@ def clean_name(raw: str | None) -> str | None:
     return name[:_MAX_NAME] or None
 
 
+def _stalled(settings: ServeSettings) -> ApiError:
+    return ApiError(
+        408,
+        "request_timeout",
+        f"the request body did not arrive in time (no data for {settings.body_timeout_s:g} s, or "
+        f"not complete within {settings.body_deadline_s:g} s); the connection is closed",
+        headers={"Connection": "close"},
+    )
+
+
 def _limited_receive(
-    receive: Callable[[], Awaitable[MutableMapping[str, Any]]], limit: int
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]], limit: int, settings: ServeSettings
 ) -> Callable[[], Awaitable[MutableMapping[str, Any]]]:
     total = 0
+    deadline = time.monotonic() + settings.body_deadline_s
 
     async def counting_receive() -> MutableMapping[str, Any]:
         nonlocal total
-        message = await receive()
+        wait = min(settings.body_timeout_s, deadline - time.monotonic())
+        try:
+            message = await asyncio.wait_for(receive(), max(wait, 0.0))
+        except asyncio.TimeoutError:
+            raise _stalled(settings) from None
         if message["type"] == "http.request":
             total += len(message.get("body", b""))
             if total > limit:
@@ -102,7 +121,7 @@ def check_content_length(request: Request, settings: ServeSettings) -> None:
 async def read_uploads(request: Request, settings: ServeSettings) -> ParsedUpload:
     """Extract the images (and option fields) from the request; raises :class:`ApiError`."""
     check_content_length(request, settings)
-    limited = Request(request.scope, _limited_receive(request.receive, settings.max_upload_bytes))
+    limited = Request(request.scope, _limited_receive(request.receive, settings.max_upload_bytes, settings))
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
         return await _read_multipart(limited, settings)
