@@ -223,7 +223,9 @@ def test_catalogue_model_is_not_built_when_building_is_off(serve_client, monkeyp
     monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path))
     client = serve_client(build_models=False)
     listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    assert listed["efficientnet_lite2"]["state"] == "not_built" and not listed["efficientnet_lite2"]["available"]
+    assert (
+        listed["efficientnet_lite2"]["state"] == "not_built" and not listed["efficientnet_lite2"]["available"]
+    )
     response = client.post("/v1/classify?model=efficientnet_lite2", content=b"x")
     assert response.status_code == 404 and response.json()["code"] == "model_not_available"
     assert "sparkvision models info efficientnet_lite2" in response.json()["error"]

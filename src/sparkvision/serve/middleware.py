@@ -8,6 +8,7 @@ with status 499 (nginx's name for it) and logged as one line, never as a traceba
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -82,17 +83,27 @@ class ServiceMiddleware:
             self.metrics.observe_request("unmatched", scope["method"], 400, time.perf_counter() - started)
             return
         status = 500
+        started_response = False
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                started_response = True
             await send(message)
 
         resources = scope[_RESOURCES] = contextlib.AsyncExitStack()
         try:
             async with resources:
                 await self.app(scope, receive, recording_send)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when its shutdown deadline passes (a
+            # stalled upload, a long batch): answer 503 if we still can, log one line, and end.
+            log.info("%s %s cancelled: the server is shutting down", scope["method"], scope.get("path"))
+            if not started_response:
+                status = 503
+                with contextlib.suppress(Exception):
+                    await _send_json(send, 503, "shutting_down", "the server is shutting down; retry shortly")
         finally:
             if scope.get("sparkvision.client_gone"):
                 status = CLIENT_CLOSED
@@ -101,14 +112,17 @@ class ServiceMiddleware:
             )
 
     async def _refuse_host(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            error_body(
-                400,
-                "host_not_allowed",
-                f"this server does not answer to host {host_name(scope)!r}; "
-                "the operator can allow it with --allowed-host",
-            )
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        message = (
+            f"this server does not answer to host {host_name(scope)!r}; "
+            "the operator can allow it with --allowed-host"
+        )
+        await _send_json(send, 400, "host_not_allowed", message)
+
+
+async def _send_json(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(status, code, message)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers += [(b"retry-after", b"1"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
