@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 from PIL import Image
 
 from tiny_models import COLOURS, write_colour_model  # noqa: F401  (re-exported for the serve tests)
+
+#: The browser tests drive Debian's ``chromium`` package with Playwright (no browser download).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def png_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> bytes:

@@ -18,18 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_helpers import wait_ready
+from serve_helpers import CHROMIUM, CHROMIUM_ARGS, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CAT_LABELS = ("tiger cat", "Egyptian cat", "tabby, tabby cat")
 
 pytestmark = pytest.mark.slow

@@ -223,7 +223,9 @@ def create_app(
         """200 once the default model is loaded and requests can be served; 503 before (or if it failed)."""
         default = registry.slot(None)
         ready = default.state == "ready"
-        body = {"ready": ready, "model": default.name, "state": default.state}
+        body: dict[str, Any] = {"ready": ready, "model": default.name, "state": default.state}
+        if default.error:
+            body["error"] = default.error
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -28,7 +28,20 @@
   };
 
   const MAX_PARALLEL = 8; // requests in flight from this page
-  const MAX_RETRIES = 30; // while the model loads (503 + Retry-After)
+  const MAX_BUSY_RETRIES = 30; // 503 "busy": the server is at its limits
+  const LOAD_PATIENCE_MS = 10 * 60 * 1000; // 503 while a model loads or is built on first use
+  // What a failed image means, in words; the server's own message is shown below it.
+  const FAILURES = {
+    unsupported_media_type: "This file is not an image the server can read.",
+    unreadable_image: "This image is damaged or incomplete, so it cannot be decoded.",
+    image_too_large: "This image has more pixels than this server accepts.",
+    request_too_large: "This image has more pixels than this server accepts in one request.",
+    upload_too_large: "This file is larger than this server accepts.",
+    model_failed: "The model could not be loaded.",
+    unknown_model: "The server does not know this model.",
+    model_not_available: "This model is not built on the server.",
+    busy: "The server stayed busy; try again in a moment.",
+  };
   let models = [];
   let items = []; // {file, url, card}
   let running = 0;
@@ -66,6 +79,7 @@
     const parts = [model.family, model.task];
     if (model.num_classes) parts.push(`${model.num_classes} classes`);
     if (model.input_size) parts.push(`${model.input_size} px`);
+    if (model.state === "not_built") parts.push("built on the server when first used");
     els.modelInfo.textContent = parts.filter(Boolean).join(" · ");
     const zeroShot = model.task === "zero-shot";
     els.labelsField.hidden = !zeroShot;
@@ -91,14 +105,22 @@
     const body = await response.json();
     models = body.models.filter((m) => m.available);
     const previous = els.model.value;
-    els.model.replaceChildren(
-      ...models.map((m) => {
-        const option = document.createElement("option");
-        option.value = m.name;
-        option.textContent = m.default ? `${m.name} (default)` : m.name;
-        return option;
-      }),
-    );
+    const option = (m) => {
+      const element = document.createElement("option");
+      element.value = m.name;
+      element.textContent = m.default ? `${m.name} (default)` : m.name;
+      return element;
+    };
+    const ready = models.filter((m) => m.state !== "not_built");
+    const toBuild = models.filter((m) => m.state === "not_built");
+    const groups = [...ready.map(option)];
+    if (toBuild.length) {
+      const group = document.createElement("optgroup");
+      group.label = "Built on first use";
+      group.append(...toBuild.map(option));
+      groups.push(group);
+    }
+    els.model.replaceChildren(...groups);
     els.model.value = models.some((m) => m.name === previous) ? previous : body.default;
     describeModel();
     return true;
@@ -107,13 +129,13 @@
   async function waitUntilReady() {
     for (let attempt = 0; attempt < 600; attempt += 1) {
       try {
-        const response = await fetch("/healthz");
+        const response = await fetch("/readyz");
         const body = await response.json();
         if (response.ok) {
           setStatus(`Ready: model ${body.model}. Add images to classify them.`);
           return;
         }
-        if (body.status === "error") {
+        if (body.state === "failed") {
           setStatus(`The model failed to load: ${body.error || "see the server log"}`, true);
           return;
         }
@@ -147,6 +169,12 @@
   function makeCard(file, url) {
     const card = els.template.content.firstElementChild.cloneNode(true);
     const img = card.querySelector("img");
+    // A file the browser cannot show (not an image, damaged, or a format it lacks such as TIFF)
+    // gets a plain "No preview" box instead of the broken-image icon.
+    img.addEventListener("error", () => {
+      img.hidden = true;
+      card.querySelector(".no-preview").hidden = false;
+    });
     img.src = url;
     img.alt = `Thumbnail of ${file.name || "pasted image"}`;
     card.querySelector(".name").textContent = file.name || "pasted image";
@@ -195,7 +223,9 @@
     item.card.querySelector(".labels").replaceChildren();
     item.card.querySelector(".meta").textContent = "";
     const started = performance.now();
-    for (let attempt = 0; attempt <= MAX_RETRIES; attempt += 1) {
+    let busyRetries = 0;
+    let built = false;
+    for (;;) {
       const form = new FormData();
       form.append("file", item.file, item.file.name || "pasted.png");
       let response;
@@ -210,29 +240,41 @@
       } catch {
         body = { error: `the server answered ${response.status} without JSON` };
       }
-      if (response.status === 503 && attempt < MAX_RETRIES) {
+      const loading = body.code === "model_loading" || body.code === "model_building";
+      const patient = loading ? performance.now() - started < LOAD_PATIENCE_MS : busyRetries < MAX_BUSY_RETRIES;
+      if (response.status === 503 && patient) {
         const wait = parseFloat(response.headers.get("Retry-After") || "1");
-        state.textContent = body.code === "model_loading" ? "Waiting for the model to load…" : "Server busy, retrying…";
+        if (body.code === "model_building") {
+          built = true;
+          state.textContent = `Building model ${model} on the server (first use)…`;
+          setStatus(`Building model ${model} on the server; it is used as soon as it is ready.`);
+        } else if (body.code === "model_loading") {
+          state.textContent = `Waiting for model ${model} to load…`;
+        } else {
+          busyRetries += 1;
+          state.textContent = "Server busy, retrying…";
+        }
         await sleep(Math.max(0.2, Math.min(wait, 10)) * 1000);
         continue;
       }
+      if (built) loadModels(); // the model is built now: no longer "built on first use"
       if (!response.ok) {
         const record = body.results && body.results[0];
-        return showError(item, (record && record.error) || body.error || `HTTP ${response.status}`);
+        return showError(item, (record && record.error) || body.error || `HTTP ${response.status}`, body.code);
       }
       const record = body.results[0];
       if (record.error) return showError(item, record.error);
       return showResult(item, body, record, performance.now() - started);
     }
-    return showError(item, "the model did not become ready in time");
   }
 
-  function showError(item, message) {
+  function showError(item, message, code) {
     const card = item.card;
     card.dataset.state = "failed";
     card.classList.add("failed");
     card.removeAttribute("aria-busy");
-    card.querySelector(".state").textContent = `Could not classify: ${message}`;
+    card.querySelector(".state").textContent = FAILURES[code] || "Could not classify this image.";
+    card.querySelector(".meta").textContent = message;
   }
 
   function showResult(item, body, record, elapsedMs) {
