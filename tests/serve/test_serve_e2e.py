@@ -99,7 +99,7 @@ def served_url(lite0, tmp_path_factory):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                if httpx.get(url + "healthz", timeout=5).status_code == 200:
+                if httpx.get(url + "readyz", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -226,7 +226,8 @@ def test_page_drop_keyboard_and_errors(browser, served_url, examples_dir):
     assert rocket_card.get_attribute("data-state") == "done"
     assert "missile" in rocket_card.locator(".label-name").first.inner_text()
     assert notes_card.get_attribute("data-state") == "failed"
-    assert "not a recognised image" in notes_card.locator(".state").inner_text()
+    assert notes_card.locator(".state").inner_text() == "This file is not an image the server can read."
+    assert "not a recognised image" in notes_card.locator(".meta").inner_text()
     assert page.locator("#status").inner_text() == "1 image classified, 1 failed."
 
     # Paste an image (as from the clipboard).
