@@ -19,10 +19,20 @@ little CPU from the server as it can (``httpx`` cost about 7 ms of CPU per reque
 the machine at 8 clients). The client's CPU per request is printed, so its share stays visible.
 Only one configuration is under load at any time.
 
+**Mixed mode** (``--mixed``): the service under pressure, as one hostile-ish crowd. One server with
+its default limits; ``--clients`` (default 64) clients for ``--duration`` (default 30 s) each post, in
+turn, a good photo (7 in 10 requests), a corrupt image (a truncated JPEG or PNG), a 49-megapixel PNG
+(7000 × 7000, under the 50-megapixel limit per image) or a file that is not an image. Every answer
+is checked: a photo must get the label the in-process classifier gives the same bytes, a corrupt
+image 422, a non-image 415; ``503`` with ``Retry-After`` is the designed answer to overload and is
+counted on its own; any other 5xx, a missing ``Retry-After`` or another answer is an error. Printed:
+answers by kind and status, p50/p95 latency, and the server's peak RSS (``VmHWM``).
+
 Usage::
 
     python benchmarks/serve_load.py                          # 1, 8, 32 clients, 10 s each
     python benchmarks/serve_load.py --clients 1,8 --duration 5 --json results.json
+    python benchmarks/serve_load.py --mixed                  # 64 clients, 30 s, good + bad + huge
 """
 
 from __future__ import annotations
@@ -102,7 +112,7 @@ class Server:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "healthz", timeout=5).status_code == 200:
+                if httpx.get(self.url + "readyz", timeout=5).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -122,6 +132,19 @@ class Server:
         except OSError:
             return float("nan")
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_kb(self) -> dict[str, int]:
+        """The server's resident set now (``VmRSS``) and its peak so far (``VmHWM``), in KiB (Linux)."""
+        assert self.process is not None
+        values: dict[str, int] = {}
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    values[key] = int(value.split()[0])
+        except OSError:
+            pass
+        return values
 
     def stats(self) -> dict[str, Any]:
         import httpx
@@ -250,6 +273,195 @@ def measure(server: Server, label: str, clients: int, args: argparse.Namespace, 
     return row
 
 
+# -- mixed mode -------------------------------------------------------------------------------------
+def mixed_payloads(model: str) -> list[dict[str, Any]]:
+    """The kinds of upload in mixed mode, each with what a correct answer is.
+
+    ``expect``: ``("label", top-1 label)`` — the in-process classifier's answer for the same bytes —
+    or ``("status", HTTP status)``.
+    """
+    import io
+
+    from PIL import Image
+
+    from sparkvision import Classifier
+
+    classifier = Classifier.pretrained(model)
+    payloads: list[dict[str, Any]] = []
+    photos = load_photos()
+    for name, data in photos:
+        label = classifier.classify_batch([data], top_k=1)[0].labels[0]
+        payloads.append({"kind": "good", "name": name, "data": data, "expect": ("label", label)})
+    chelsea = dict(photos)["chelsea.jpg"]
+    camera = dict(photos)["camera.png"]
+    for name, data in (("half.jpg", chelsea[: len(chelsea) // 2]), ("half.png", camera[: len(camera) // 2])):
+        payloads.append({"kind": "corrupt", "name": name, "data": data, "expect": ("status", 422)})
+    payloads.append(
+        {
+            "kind": "not-image",
+            "name": "notes.jpg",
+            "data": b"meeting notes\n" * 400,
+            "expect": ("status", 415),
+        }
+    )
+    with Image.open(io.BytesIO(dict(photos)["coffee.jpg"])) as img:
+        big = img.convert("RGB").resize((7000, 7000), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG")
+    huge = buffer.getvalue()
+    label = classifier.classify_batch([huge], top_k=1)[0].labels[0]
+    payloads.append({"kind": "huge", "name": "huge-49mp.png", "data": huge, "expect": ("label", label)})
+    return payloads
+
+
+#: One round of a mixed client: 7 good photos, 1 corrupt, 1 huge, 1 not an image (shuffled per client).
+MIX = ["good"] * 7 + ["corrupt", "huge", "not-image"]
+
+
+async def read_full_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one HTTP/1.1 response with a Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key:
+            headers[key.strip().lower()] = value.strip()
+    return status, headers, await reader.readexactly(int(headers.get("content-length", "0")))
+
+
+def judge(payload: dict[str, Any], status: int, headers: dict[str, str], body: bytes) -> str:
+    """``ok``, ``busy`` (503 with Retry-After) or a short description of what was wrong."""
+    if status == 503:
+        return "busy" if headers.get("retry-after") else "503 without Retry-After"
+    if status >= 500:
+        return f"HTTP {status}"
+    how, expected = payload["expect"]
+    if how == "status":
+        return "ok" if status == expected else f"{payload['kind']}: HTTP {status}, expected {expected}"
+    if status != 200:
+        return f"{payload['kind']}: HTTP {status}"
+    record = json.loads(body)["results"][0]
+    labels = record.get("labels") or [None]
+    return "ok" if labels[0] == expected else f"{payload['kind']}: {labels[0]!r}, expected {expected!r}"
+
+
+async def run_mixed(url: str, payloads: list[dict[str, Any]], clients: int, seconds: float) -> dict[str, Any]:
+    import random
+
+    match = re.match(r"http://([\d.]+):(\d+)/", url)
+    assert match, url
+    host, port = match.group(1), int(match.group(2))
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for payload in payloads:
+        payload["request"] = multipart_request(
+            f"{host}:{port}", "/v1/classify?top_k=5", payload["name"], payload["data"]
+        )
+        by_kind.setdefault(payload["kind"], []).append(payload)
+    outcomes: dict[str, dict[str, int]] = {}
+    latencies: dict[str, list[float]] = {}
+    stop_at = time.perf_counter() + seconds
+
+    async def client(seed: int) -> None:
+        rng = random.Random(seed)
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while time.perf_counter() < stop_at:
+                order = MIX[:]
+                rng.shuffle(order)
+                for kind in order:
+                    if time.perf_counter() >= stop_at:
+                        break
+                    payload = rng.choice(by_kind[kind])
+                    sent = time.perf_counter()
+                    try:
+                        writer.write(payload["request"])
+                        status, headers, body = await read_full_response(reader)
+                        verdict = judge(payload, status, headers, body)
+                        if headers.get("connection", "").lower() == "close":
+                            writer.close()
+                            reader, writer = await asyncio.open_connection(host, port)
+                    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                        verdict = f"transport: {exc.__class__.__name__}"
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, port)
+                    elapsed = time.perf_counter() - sent
+                    counts = outcomes.setdefault(kind, {})
+                    counts[verdict] = counts.get(verdict, 0) + 1
+                    if verdict == "ok":
+                        latencies.setdefault(kind, []).append(elapsed)
+                        latencies.setdefault("all answered", []).append(elapsed)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return 1000.0 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "outcomes": outcomes,
+        "latency_ms": {
+            kind: {"n": len(v), "p50": pct(v, 0.5), "p95": pct(v, 0.95), "max": pct(v, 1.0)}
+            for kind, v in latencies.items()
+        },
+    }
+
+
+def mixed_main(args: argparse.Namespace) -> None:
+    clients = args.clients[0] if args.clients != [1, 8, 32] else 64
+    seconds = args.duration if args.duration != 10.0 else 30.0
+    print("preparing payloads (the 49-megapixel PNG and the expected labels) …", flush=True)
+    payloads = mixed_payloads(args.model)
+    sizes: dict[str, int] = {}
+    for payload in payloads:
+        sizes[payload["kind"]] = max(sizes.get(payload["kind"], 0), len(payload["data"]))
+    print(f"cores: {os.cpu_count()}; model: {args.model}; clients: {clients}; {seconds:g} s; sizes: {sizes}")
+    extra = ["--threads", str(args.threads)] if args.threads else []
+    with Server(args.model, extra) as server:
+        before = server.memory_kb()
+        cpu_before = server.cpu_seconds()
+        result = asyncio.run(run_mixed(server.url, payloads, clients, seconds))
+        after = server.memory_kb()
+        result["server_cpu_s"] = server.cpu_seconds() - cpu_before
+        result["rss_mb_idle"] = before.get("VmRSS", 0) / 1024
+        result["peak_rss_mb"] = after.get("VmHWM", 0) / 1024
+    total = sum(sum(c.values()) for c in result["outcomes"].values())
+    busy = sum(c.get("busy", 0) for c in result["outcomes"].values())
+    wrong = sum(n for c in result["outcomes"].values() for v, n in c.items() if v not in ("ok", "busy"))
+    five = sum(
+        n for c in result["outcomes"].values() for v, n in c.items() if v.startswith(("HTTP 5", "503 "))
+    )
+    result.update(requests=total, busy_503=busy, wrong=wrong, other_5xx=five)
+    print(f"\n{total} answers in {seconds:g} s from {clients} clients ({total / seconds:.1f}/s)")
+    print("| kind | answers | correct | 503 + Retry-After | wrong / other | p50 ms | p95 ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind in ("good", "corrupt", "not-image", "huge"):
+        counts = result["outcomes"].get(kind, {})
+        lat = result["latency_ms"].get(kind, {"p50": float("nan"), "p95": float("nan"), "max": float("nan")})
+        other = {v: n for v, n in counts.items() if v not in ("ok", "busy")}
+        print(
+            f"| {kind} | {sum(counts.values())} | {counts.get('ok', 0)} | {counts.get('busy', 0)} | "
+            f"{sum(other.values())}{' ' + str(other) if other else ''} | {lat['p50']:.0f} | {lat['p95']:.0f} | "
+            f"{lat['max']:.0f} |"
+        )
+    overall = result["latency_ms"].get("all answered", {})
+    print(
+        f"5xx other than 503: {five}; wrong answers: {wrong}; 503 with Retry-After: {busy}; "
+        f"p95 of correct answers: {overall.get('p95', float('nan')):.0f} ms; server RSS idle "
+        f"{result['rss_mb_idle']:.0f} MB, peak {result['peak_rss_mb']:.0f} MB; server CPU "
+        f"{result['server_cpu_s']:.1f} s"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if wrong or five:
+        raise SystemExit(1)
+
+
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The round with the median requests/s (a whole row, so its latencies belong with it)."""
     ordered = sorted(rows, key=lambda r: r["rps"])
@@ -269,7 +481,13 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=None, help="default: the server's")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument(
+        "--mixed", action="store_true", help="mixed good/corrupt/huge/non-image load (64 clients, 30 s)"
+    )
     args = parser.parse_args()
+    if args.mixed:
+        mixed_main(args)
+        return
 
     photos = load_photos()
     print(f"photos: {', '.join(name for name, _ in photos)}; cores: {os.cpu_count()}; model: {args.model}")
