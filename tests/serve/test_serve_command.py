@@ -88,3 +88,34 @@ def test_serve_refuses_an_unknown_model_directory(tmp_path):
 def test_serve_refuses_an_unknown_model_name():
     result = CliRunner().invoke(cli, ["serve", "-m", "no_such_model", "--port", "0"])
     assert result.exit_code == 2 and "unknown model 'no_such_model'" in result.output
+
+
+def test_serve_limits_options_reach_the_app(captured, colour_model):
+    args = ["serve", "-m", str(colour_model), "--port", "0", "--max-inflight-mb", "100"]
+    args += ["--max-inflight-pixels", "80000000", "--max-request-pixels", "60000000", "--max-waiting", "9"]
+    args += ["--max-wait-s", "3", "--header-timeout", "4", "--body-timeout", "5", "--shutdown-timeout", "6"]
+    args += ["--max-models", "2", "--no-build", "--cors-origin", "https://app.example.com"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    settings = captured["app"].state.settings
+    assert (settings.max_inflight_bytes, settings.max_inflight_pixels) == (100 * 2**20, 80_000_000)
+    assert (settings.max_request_pixels, settings.max_waiting, settings.max_wait_s) == (60_000_000, 9, 3)
+    assert (settings.header_timeout_s, settings.body_timeout_s) == (4, 5)
+    assert settings.max_models == 2 and settings.build_models is False
+    assert settings.cors_origins == ("https://app.example.com",)
+    assert captured["config"].timeout_graceful_shutdown == 6
+    assert captured["config"].http.__name__ == "HeaderDeadlineProtocol"
+
+
+def test_serve_answers_only_loopback_host_names_by_default(captured, colour_model):
+    from sparkvision.serve.settings import LOOPBACK_HOSTS
+
+    result = CliRunner().invoke(cli, ["serve", "-m", str(colour_model), "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert captured["app"].state.settings.allowed_hosts == LOOPBACK_HOSTS
+    exposed = ["serve", "-m", str(colour_model), "--port", "0", "--host", "0.0.0.0", "--api-key", "k"]
+    assert CliRunner().invoke(cli, exposed).exit_code == 0
+    assert captured["app"].state.settings.allowed_hosts is None
+    named = ["serve", "-m", str(colour_model), "--port", "0", "--allowed-host", "vision.example.com"]
+    assert CliRunner().invoke(cli, named).exit_code == 0
+    assert captured["app"].state.settings.allowed_hosts == ("vision.example.com",)

@@ -12,8 +12,10 @@ or build the ASGI app yourself (for another ASGI server, or tests)::
     app = create_app("efficientnet_lite0", settings=ServeSettings(max_batch=16))
 
 Endpoints: ``POST /v1/classify`` (multipart files or a raw image body), ``GET /v1/models``,
-``GET /healthz``, the page at ``/`` and an offline API reference at ``/docs``. Requests that arrive
-together are micro-batched into one ONNX Runtime call (see :mod:`sparkvision.serve.batching`).
+``GET /healthz`` (liveness), ``GET /readyz`` (readiness), ``GET /metrics`` (Prometheus), the page at
+``/`` and an offline API reference at ``/docs``. Requests that arrive together are micro-batched into
+one ONNX Runtime call (see :mod:`sparkvision.serve.batching`); how much work is taken on at once, and
+the 503 beyond it, is :mod:`sparkvision.serve.limits`.
 
 This package imports FastAPI only when :func:`create_app` is first used, so that
 ``sparkvision.cli.serve`` (loaded by the CLI on every start) needs nothing but click.
