@@ -48,7 +48,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .middleware import ServiceMiddleware, held_until_answered
 from .registry import Loader, ModelRegistry, ModelSlot, load_classifier
 from .settings import ServeSettings
-from .uploads import Upload, read_uploads
+from .uploads import Upload, check_content_length, read_uploads
 
 __all__ = ["STATIC_DIR", "create_app"]
 
@@ -294,7 +294,10 @@ def create_app(
 
 # -- helpers --------------------------------------------------------------------------------------
 def _declared_body_size(request: Request, settings: ServeSettings) -> int:
-    """What a request's body may take in memory: its ``Content-Length``, else the upload limit."""
+    """What a request's body may take in memory: its ``Content-Length``, else the upload limit.
+
+    A body announced as over the limit is refused here (413), before it waits for room."""
+    check_content_length(request, settings)
     try:
         return min(int(request.headers["content-length"]), settings.max_upload_bytes)
     except (KeyError, ValueError):
@@ -406,7 +409,9 @@ async def _classify_uploads(
     batcher = slot.batcher
     assert batcher is not None
     loop = asyncio.get_running_loop()
-    pixels = _request_pixels(uploads, settings)
+    # Header parsing is quick but not free (and shares a lock with the decoders): off the event loop,
+    # and not behind the decoders' queue either.
+    pixels = await loop.run_in_executor(None, _request_pixels, uploads, settings)
     batcher.incoming(len(uploads))
     try:
         async with pixels_budget.hold(pixels):  # decoded pixels are dropped once prepared
@@ -431,7 +436,6 @@ async def _classify_uploads(
             paths=[uploads[i].name for i in good],
         )
     except QueueFullError as exc:
-        metrics.count(metrics.rejected, "inference_queue")
         raise ApiError(
             503, "busy", f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"}
         ) from None

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from .errors import ApiError
 from .settings import ServeSettings
 
-__all__ = ["FILE_FIELDS", "ParsedUpload", "Upload", "read_uploads"]
+__all__ = ["FILE_FIELDS", "ParsedUpload", "Upload", "check_content_length", "read_uploads"]
 
 #: Multipart field names that carry images.
 FILE_FIELDS = ("file", "files")
