@@ -112,8 +112,9 @@ class Server:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "readyz", timeout=5).status_code == 200:
-                    return self
+                ready = httpx.get(self.url + "readyz", timeout=5).status_code
+                if ready == 200 or (ready == 404 and httpx.get(self.url + "healthz").status_code == 200):
+                    return self  # (a server from before /readyz answers 200 on /healthz once ready)
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
