@@ -32,6 +32,6 @@ if ! ready; then
         "onnx>=1.15" "onnxruntime>=1.17" pytest "scikit-image>=0.22"
     echo "ci_timm_tests: venv ready in $(( $(date +%s) - started )) s" >&2
 fi
-"$PY" -m pip install --quiet -e "$ROOT"
+"$PY" -m pip install --quiet -e "$ROOT[lite12]"  # the Lite1/2 weights: the preprocessing reference covers all three
 
 exec "$PY" -m pytest "$ROOT/tests/timm_models" -m timm -p no:cacheprovider "$@"
