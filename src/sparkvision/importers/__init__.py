@@ -47,8 +47,9 @@ IMAGENET_1K = "imagenet-1k"
 
 
 def source_kind(source: str | Path) -> str:
-    """What ``source`` is: ``"model-dir"``, ``"huggingface"``, ``"timm-dir"``, ``"timm"``, ``"onnx"``,
-    ``"hub"`` (``hf:org/repo``) or ``"catalogue"`` (a name)."""
+    """What ``source`` is: ``"model-dir"``, ``"huggingface"``, ``"vision-encoder-decoder"`` (a Hugging Face
+    captioning checkpoint), ``"timm-dir"``, ``"timm"``, ``"onnx"``, ``"hub"`` (``hf:org/repo``) or
+    ``"catalogue"`` (a name)."""
     text = str(source)
     if text.startswith("timm:"):
         return "timm"
@@ -68,6 +69,8 @@ def source_kind(source: str | Path) -> str:
                 raise ModelImportError(f"{config} cannot be read: {exc}") from exc
             if isinstance(data, dict) and "architecture" in data and "pretrained_cfg" in data:
                 return "timm-dir"
+            if isinstance(data, dict) and data.get("model_type") == "vision-encoder-decoder":
+                return "vision-encoder-decoder"
         return "huggingface"
     if path.is_file():
         if path.suffix.lower() == ".onnx":
@@ -188,10 +191,12 @@ def _builder(kind: str, source: str | Path, name: str, **options: object):  # ty
     license = options["license"]
 
     def build(directory: Path) -> ModelSpec:
-        if kind in ("huggingface", "hub"):
+        if kind in ("huggingface", "hub", "vision-encoder-decoder"):
             from .huggingface import import_hf_checkpoint
 
             checkpoint, src = _checkpoint(source, name)
+            if kind == "vision-encoder-decoder" or _is_captioning_checkpoint(checkpoint):
+                return _import_captioning(checkpoint, directory, name, src, options)
             return import_hf_checkpoint(
                 checkpoint, directory, name=name, labels=labels, activation=activation,  # type: ignore[arg-type]
                 preprocess=preprocess, source=src, license=license,  # type: ignore[arg-type]
@@ -224,6 +229,35 @@ def _builder(kind: str, source: str | Path, name: str, **options: object):  # ty
         )  # fmt: skip
 
     return build
+
+
+def _is_captioning_checkpoint(checkpoint: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("model_type") == "vision-encoder-decoder"
+
+
+def _import_captioning(
+    checkpoint: Path, directory: Path, name: str, source: str | None, options: dict[str, object]
+) -> ModelSpec:
+    """A ``VisionEncoderDecoderModel`` checkpoint: a captioning model (labels and activation do not apply)."""
+    from .vision_encoder_decoder import import_vision_encoder_decoder
+
+    given = [
+        flag for flag, key in (("labels", "labels"), ("activation", "activation")) if options[key] is not None
+    ]
+    if given:
+        raise ModelImportError(
+            f"{checkpoint} is a captioning model: {' and '.join(given)} do not apply to it"
+        )
+    return import_vision_encoder_decoder(
+        checkpoint, directory, name=name, preprocess=options["preprocess"], source=source,  # type: ignore[arg-type]
+        license=options["license"],  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def _checkpoint(source: str | Path, name: str) -> tuple[Path, str | None]:
@@ -261,7 +295,7 @@ def _source_digest(source: str | Path, kind: str, weights: str | Path | None) ->
     from .common import sha256_files
 
     try:
-        if kind == "huggingface":
+        if kind in ("huggingface", "vision-encoder-decoder"):
             from .huggingface import checkpoint_weight_files
 
             return sha256_files(checkpoint_weight_files(Path(source).expanduser()))

@@ -16,13 +16,15 @@ from typing import Any, Literal
 from ..errors import ConfigError, ModelFormatError
 from ..preprocess import PreprocessSpec
 
-__all__ = ["MODEL_FILE", "MODEL_FORMAT_VERSION", "SPEC_FILE", "ModelSpec"]
+__all__ = ["MODEL_FILE", "MODEL_FORMAT_VERSION", "SPEC_FILE", "TASKS", "ModelSpec"]
 
 MODEL_FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 SPEC_FILE = "sparkvision.json"
 
-Task = Literal["classification", "zero-shot"]
+Task = Literal["classification", "zero-shot", "captioning"]
+#: Every task a model directory can declare.
+TASKS: tuple[str, ...] = ("classification", "zero-shot", "captioning")
 Activation = Literal["softmax", "sigmoid", "none"]
 
 
@@ -33,7 +35,8 @@ class ModelSpec:
     Attributes:
         name: catalogue / cache name, e.g. ``"efficientnet_lite0"``.
         family: architecture family (``"efficientnet_lite"``, ``"vit"``, ``"clip"``...).
-        task: ``"classification"`` (fixed labels) or ``"zero-shot"`` (labels given at run time).
+        task: ``"classification"`` (fixed labels), ``"zero-shot"`` (labels given at run time) or
+            ``"captioning"`` (an image-to-text encoder-decoder; no labels, its settings in ``extra``).
         preprocess: the preprocessing the network was trained with.
         labels: class names in output order (empty for zero-shot models).
         synsets: WordNet ids in output order for ImageNet-style models, else ``None``.
@@ -61,7 +64,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("a model needs a name")
-        if self.task not in ("classification", "zero-shot"):
+        if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}")
         if self.activation not in ("softmax", "sigmoid", "none"):
             raise ConfigError(f"unknown activation {self.activation!r}")
