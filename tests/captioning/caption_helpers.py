@@ -41,8 +41,8 @@ def train_tokenizer() -> Any:
 def build_checkpoint(
     directory: Path,
     *,
-    image_size: int = 32,
-    patch_size: int = 8,
+    image_size: int = 224,
+    patch_size: int = 32,
     encoder_width: int = 32,
     decoder_width: int = 32,
     layers: int = 2,

@@ -1,0 +1,40 @@
+"""One tiny captioning checkpoint per test session, imported once (keeps the folder fast)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def caption_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    from caption_helpers import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("caption") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def caption_model(caption_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sparkvision.importers import import_model
+
+    return import_model(
+        caption_checkpoint, "tiny_captioner", output_dir=tmp_path_factory.mktemp("m") / "model"
+    )
+
+
+@pytest.fixture(scope="session")
+def hf_captioner(caption_checkpoint: Path) -> Any:
+    """transformers' model and image processor for the checkpoint (the reference)."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    model = transformers.VisionEncoderDecoderModel.from_pretrained(str(caption_checkpoint)).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(str(caption_checkpoint), backend="pil")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(caption_checkpoint))
+    return model, processor, tokenizer
