@@ -432,7 +432,7 @@ def _beam_search(
                 np.take_along_axis(picks, order, axis=1),
             )
         else:
-            top_indices = np.argsort(-accumulated, axis=1, kind="stable")[:, :keep_count]
+            top_indices = _top(accumulated, keep_count)
             top_scores = np.take_along_axis(accumulated, top_indices, axis=1)
         source_beam = top_indices // vocab
         top_seqs = np.take_along_axis(running_seqs, source_beam[:, :, None], axis=1)
@@ -504,6 +504,12 @@ def _beam_search(
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest values per row, largest first (ties: lower index first)."""
+    if values.shape[1] > 4 * k:  # a partial selection first: beams × vocabulary candidates per image
+        part = np.argpartition(-values, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(values, part, axis=1).min(axis=1, keepdims=True)
+        if (np.sum(values >= kth, axis=1) == k).all():  # no ties at the boundary: the selection is exact
+            order = np.lexsort((part, -np.take_along_axis(values, part, axis=1)), axis=1)
+            return np.take_along_axis(part, order, axis=1)
     return np.argsort(-values, axis=1, kind="stable")[:, :k]
 
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +156,22 @@ def test_invalid_generation_options_are_refused(caption_model: Path) -> None:
         list(captioner.caption(PHOTOS[:1], num_return_sequences=2))
     with pytest.raises(ConfigError, match="unknown generation option"):
         list(captioner.caption(PHOTOS[:1], beam_size=2))
+
+
+def test_captioning_runs_without_torch(caption_model: Path, hf_captioner: Any) -> None:
+    """Run time needs ONNX Runtime, NumPy and tokenizers only: torch and transformers are blocked here."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "from sparkvision.tasks.captioning import Captioner\n"
+        f"c = Captioner({str(caption_model)!r}).caption_one({str(PHOTOS[0])!r}, num_beams=2)\n"
+        "assert c.ok, c\n"
+        "print(list(c.tokens[0]))\n"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(list(reference(hf_captioner, PHOTOS[:1], num_beams=2)[0][0]))
