@@ -158,6 +158,7 @@ class Seq2SeqRunner:
             self.layers = int(extra["num_layers"])
             self.decoder_file = str(extra["decoder_model"])
             self.step_file = str(extra["decoder_with_past_model"])
+            self.encoder_file = str(extra.get("encoder_model", "model.onnx"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(
                 f"{self.model_dir}: captioning settings missing from sparkvision.json ({exc})"
@@ -172,9 +173,7 @@ class Seq2SeqRunner:
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """``pixel_values`` (N×3×S×S) → ``encoder_hidden_states`` (N×patches×width)."""
-        from .models.spec import MODEL_FILE
-
-        return self._engine(MODEL_FILE).run({"pixel_values": pixels}, ["encoder_hidden_states"])[0]
+        return self._engine(self.encoder_file).run({"pixel_values": pixels}, ["encoder_hidden_states"])[0]
 
     def start(self, input_ids: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """The first step: logits of the last position (N×vocab, float32) and the cache."""

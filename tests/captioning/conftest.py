@@ -20,12 +20,23 @@ def caption_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def caption_model(caption_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sparkvision.importers import import_model
+def caption_import(caption_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The checkpoint imported with one command, ``sparkvision import DIR``: the model and the output."""
+    from click.testing import CliRunner
 
-    return import_model(
-        caption_checkpoint, "tiny_captioner", output_dir=tmp_path_factory.mktemp("m") / "model"
+    from sparkvision.cli import cli
+
+    target = tmp_path_factory.mktemp("m") / "model"
+    result = CliRunner().invoke(
+        cli, ["import", str(caption_checkpoint), "-n", "tiny_captioner", "-o", str(target)]
     )
+    assert result.exit_code == 0, result.output
+    return target, result.output
+
+
+@pytest.fixture(scope="session")
+def caption_model(caption_import: tuple[Path, str]) -> Path:
+    return caption_import[0]
 
 
 @pytest.fixture(scope="session")

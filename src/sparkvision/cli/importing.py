@@ -154,9 +154,11 @@ def import_command(
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
     pre = spec.preprocess
-    classes = (
-        f"{spec.num_classes} labels" if spec.task == "classification" else "zero-shot (labels at run time)"
-    )
+    classes = {
+        "classification": f"{spec.num_classes} labels",
+        "zero-shot": "zero-shot (labels at run time)",
+        "captioning": "captioning (text generation)",
+    }.get(spec.task, spec.task)
     click.echo(f"imported {spec.name} → {path} in {time.perf_counter() - started:.1f} s")
     click.echo(
         f"  {spec.family}, {classes}, {pre.size} px {pre.resize} ({pre.interpolation}), "

@@ -140,6 +140,7 @@ def import_vision_encoder_decoder(
             "importer": "huggingface",
             "encoder": encoder_type,
             "decoder": decoder_type,
+            "encoder_model": MODEL_FILE,
             "decoder_model": DECODER_FILE,
             "decoder_with_past_model": DECODER_WITH_PAST_FILE,
             "tokenizer": TOKENIZER_FILE,
