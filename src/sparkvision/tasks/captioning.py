@@ -12,35 +12,34 @@ A captioning model is imported from a Hugging Face ``VisionEncoderDecoderModel``
 (``sparkvision import DIR``); its generation defaults (``generation_config.json``) apply unless a call
 overrides them. Generation follows transformers' ``generate()`` (see :mod:`sparkvision.generation`).
 
-Inputs stream as in classification: every input yields exactly one :class:`Caption`, in input order;
-an image that cannot be read gets ``error`` set and no captions, and never stops the batch. Images are
-decoded and preprocessed in a background thread while the previous batch generates.
+Inputs stream through the same machinery as classification (:class:`~sparkvision.tasks.base.ImageTask`):
+every input yields exactly one :class:`Caption`, in input order; an image that cannot be read gets
+``error`` set and no captions, and never stops the batch.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..classify import Classifier, iter_sources
-from ..errors import ConfigError, ModelFormatError, SparkvisionError
-from ..generation import GenerationConfig, Seq2SeqRunner, decode_tokens, generate
-from ..images import DEFAULT_MAX_PIXELS
-from ..models.catalogue import resolve_model
+from ..errors import ConfigError, ModelFormatError
+from ..generation import GeneratedSequence, GenerationConfig, Seq2SeqRunner, decode_tokens, generate
 from ..models.spec import ModelSpec
+from ..scheduling import Chunk
+from ..sources import InMemorySources
+from .base import ImageTask
+from .registry import register_task
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_CAPTIONING_MODEL", "Caption", "Captioner"]
 
 #: Images per generation batch (times ``num_beams`` decoder rows): big enough to fill the decoder's
-#: matrix products, small enough that the cross-attention cache of ViT-B/16 + GPT-2 stays in the
-#: hundreds of megabytes.
+#: matrix products, small enough that the cross-attention cache of ViT-B/16 + GPT-2 (about 15 MB per
+#: decoder row) stays in the hundreds of megabytes.
 DEFAULT_BATCH_SIZE = 8
 #: Spark NLP's default captioning model name (``nlpconnect/vit-gpt2-image-captioning``).
 DEFAULT_CAPTIONING_MODEL = "image_captioning_vit_gpt2"
@@ -78,59 +77,35 @@ class Caption:
         return {"path": self.path, "captions": list(self.captions), "error": self.error}
 
 
-@dataclass
-class _Loaded:
-    index: int
-    path: str | None
-    pixels: np.ndarray | None
-    width: int | None = None
-    height: int | None = None
-    error: str | None = None
-
-
-class Captioner:
+@register_task("captioning")
+class Captioner(ImageTask):
     """Captions images with one captioning model. Cheap to create; ONNX sessions load on first use.
 
-    Args:
-        model_dir: a captioning model directory (``task: "captioning"`` in its ``sparkvision.json``).
-        spec: the model's spec (read from ``model_dir`` when omitted).
-        threads: ONNX Runtime intra-op threads (default: physical cores).
-        max_pixels: images with more pixels are refused (decompression-bomb guard).
+    Takes :class:`~sparkvision.tasks.base.ImageTask`'s arguments (``model_dir``, ``spec``,
+    ``threads``, ``decode_workers``, ``max_pixels``). A stream of many images runs one batch per core
+    ("lanes", each on one-thread ONNX Runtime sessions); one batch's worth of in-memory images runs on
+    ``threads`` intra-op threads.
     """
 
-    def __init__(
-        self,
-        model_dir: str | Path,
-        spec: ModelSpec | None = None,
-        *,
-        threads: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-    ) -> None:
-        self.model_dir = Path(model_dir)
-        self._spec = spec
-        self.threads = threads
-        self.max_pixels = max_pixels
+    def __init__(self, model_dir: str | Path, spec: ModelSpec | None = None, **options: Any) -> None:
+        super().__init__(model_dir, spec, **options)
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
     @classmethod
-    def pretrained(cls, name_or_dir: str | Path = DEFAULT_CAPTIONING_MODEL, **options: Any) -> Captioner:
+    def pretrained(cls, name: str | Path = DEFAULT_CAPTIONING_MODEL, **options: Any) -> Captioner:  # type: ignore[override]
         """A captioner for a model directory, a cached model name or a catalogue name."""
-        model_dir, spec = resolve_model(name_or_dir)
-        return cls(model_dir, spec, **options)
+        return super().pretrained(name, **options)
 
     @property
     def spec(self) -> ModelSpec:
-        if self._spec is None:
-            from ..models.store import load_model_dir
-
-            self._spec = load_model_dir(self.model_dir)
-        if self._spec.task != "captioning":
+        spec = super().spec
+        if spec.task != "captioning":
             raise ConfigError(
-                f"model {self._spec.name!r} is a {self._spec.task} model, not a captioning model; import a "
-                f"Hugging Face VisionEncoderDecoderModel checkpoint (sparkvision import DIR)"
+                f"model {spec.name!r} is a {spec.task} model, not a captioning model; import a Hugging Face "
+                f"VisionEncoderDecoderModel checkpoint (sparkvision import DIR)"
             )
-        return self._spec
+        return spec
 
     @property
     def generation_defaults(self) -> dict[str, Any]:
@@ -141,9 +116,11 @@ class Captioner:
         """The model's defaults with ``overrides`` applied (``None`` keeps a default); validated."""
         return GenerationConfig.from_defaults(self.generation_defaults, **overrides)
 
-    @property
-    def runner(self) -> Seq2SeqRunner:
-        return Seq2SeqRunner(self.model_dir, self.spec.extra, self.threads)
+    def runner(self, threads: int | None = None) -> Seq2SeqRunner:
+        """The model's three graphs on ONNX Runtime sessions with ``threads`` intra-op threads."""
+        return Seq2SeqRunner(
+            self.model_dir, self.spec.extra, threads if threads is not None else self.threads
+        )
 
     @property
     def tokenizer(self) -> Any:
@@ -159,9 +136,6 @@ class Captioner:
                     except Exception as exc:
                         raise ModelFormatError(f"{path} is missing or not a tokenizer file: {exc}") from exc
         return self._tokenizer
-
-    def __repr__(self) -> str:
-        return f"Captioner({self.spec.name!r}, model_dir={str(self.model_dir)!r})"
 
     # -- public API -------------------------------------------------------------------------------
     def caption(
@@ -187,70 +161,53 @@ class Captioner:
         ``use_cache=False`` recomputes the decoder over the whole sequence at each step (a check only).
         """
         config = self.generation_config(**generation)
-        size = batch_size or DEFAULT_BATCH_SIZE
-        if size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {size}")
-        sources = enumerate(iter_sources(inputs, recursive=recursive))
-        preparer = Classifier(self.model_dir, self.spec, max_pixels=self.max_pixels)
-        runner = self.runner
 
-        def load(index: int, source: Any, path: str | None) -> _Loaded:
-            if source is None:
-                return _Loaded(index, path, None, error="no image data (null input)")
-            try:
-                prepared = preparer.prepare(source)
-            except SparkvisionError as exc:  # prepare() turns a decoder bug into ImageDecodeError too
-                return _Loaded(index, path, None, error=str(exc))
-            return _Loaded(index, path, prepared.pixels, prepared.width, prepared.height)
+        def infer(chunk: Chunk, lane: bool) -> list[Caption]:
+            runner = self.runner(1 if lane else None)
+            return self._with_repair(lambda: self._caption_chunk(runner, chunk, config, use_cache))
 
-        with ThreadPoolExecutor(1, thread_name_prefix="sparkvision-caption-decode") as pool:
+        return self._stream(
+            inputs, infer, batch_size=batch_size or DEFAULT_BATCH_SIZE, recursive=recursive, progress=progress
+        )
 
-            def submit(chunk: list[tuple[int, tuple[Any, str | None]]]) -> list[Future[_Loaded]]:
-                return [pool.submit(load, index, source, path) for index, (source, path) in chunk]
-
-            pending = submit(list(itertools.islice(sources, size)))
-            while pending:
-                following = submit(list(itertools.islice(sources, size)))  # decoded while this batch runs
-                batch = [future.result() for future in pending]
-                results = self._caption_batch(runner, batch, config, use_cache)
-                yield from results
-                if progress is not None:
-                    progress.update(len(results))
-                pending = following
+    def caption_sources(self, sources: Any, **options: Any) -> Iterator[Caption]:
+        """Caption a stream of in-memory sources (bytes, images, arrays; ``None`` becomes an error row);
+        strings are never taken for paths."""
+        return self.caption(InMemorySources(sources), **options)
 
     def caption_one(self, source: Any, **generation: Any) -> Caption:
         """Caption a single image (a path, bytes, a Pillow image or an array)."""
         return next(iter(self.caption([source], **generation)))
 
     # -- internals --------------------------------------------------------------------------------
-    def _caption_batch(
-        self, runner: Seq2SeqRunner, batch: list[_Loaded], config: GenerationConfig, use_cache: bool
+    def _caption_chunk(
+        self, runner: Seq2SeqRunner, chunk: Chunk, config: GenerationConfig, use_cache: bool
     ) -> list[Caption]:
-        good = [item for item in batch if item.pixels is not None]
-        generated: dict[int, list[Any]] = {}
+        good = [(index, loaded) for index, _, loaded in chunk if loaded.pixels is not None]
+        generated: dict[int, list[GeneratedSequence]] = {}
         if good:
-            pixels = np.stack([item.pixels for item in good])  # type: ignore[misc]
-            sequences = generate(
-                runner, pixels, config, use_cache=use_cache, seeds=[item.index for item in good]
-            )
-            for item, group in zip(good, sequences):
-                generated[item.index] = group
+            pixels = np.stack([loaded.pixels for _, loaded in good])  # type: ignore[misc]
+            seeds = [index for index, _ in good]  # sampling: one stream per input, whatever the batch
+            for (index, _), group in zip(
+                good, generate(runner, pixels, config, use_cache=use_cache, seeds=seeds)
+            ):
+                generated[index] = group
         cleanup = bool(self.spec.extra.get("clean_up_tokenization_spaces", False))
         results = []
-        for item in batch:
-            group = generated.get(item.index)
+        for index, path, loaded in chunk:
+            group = generated.get(index)
             if group is None:
-                results.append(Caption(path=item.path, error=item.error, index=item.index))
+                results.append(Caption(path=path, error=loaded.error, index=index))
                 continue
             tokens = tuple(sequence.tokens for sequence in group)
             texts = decode_tokens(self.tokenizer, tokens, clean_up_spaces=cleanup)
             results.append(
                 Caption(
-                    path=item.path,
+                    path=path,
                     captions=tuple(texts),
-                    index=item.index,
-                    width=item.width,
-                    height=item.height,
+                    index=index,
+                    width=loaded.width,
+                    height=loaded.height,
                     tokens=tokens,
                 )
             )

@@ -20,6 +20,7 @@ __all__ = ["TASK_MODULES", "register_task", "task_class", "task_names"]
 TASK_MODULES: dict[str, str] = {
     "classification": "sparkvision.tasks.classification",
     "zero-shot": "sparkvision.tasks.zero_shot",
+    "captioning": "sparkvision.tasks.captioning",
 }
 
 #: task name → its class (an :class:`~sparkvision.tasks.base.ImageTask` subclass).
