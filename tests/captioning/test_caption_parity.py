@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -176,3 +177,51 @@ def test_captioning_runs_without_torch(caption_model: Path, hf_captioner: Any) -
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(list(reference(hf_captioner, PHOTOS[:1], num_beams=2)[0][0]))
+
+
+@pytest.mark.parametrize(
+    "args, options", [([], {}), (["--beams", "3", "-n", "2"], {"num_beams": 3, "num_return_sequences": 2})]
+)
+def test_cli_writes_the_text_of_transformers_generate(
+    caption_model: Path, hf_captioner: Any, tmp_path: Path, args: list[str], options: dict[str, Any]
+) -> None:
+    from click.testing import CliRunner
+
+    from sparkvision.cli import cli
+
+    out = tmp_path / "captions.jsonl"
+    folder = PHOTOS[0].parent
+    result = CliRunner().invoke(
+        cli, ["caption", str(folder), "-m", str(caption_model), "-f", "jsonl", "-o", str(out), *args]
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    _, _, tokenizer = hf_captioner
+    expected = [
+        tokenizer.batch_decode(group, skip_special_tokens=True)
+        for group in reference(hf_captioner, PHOTOS, **options)
+    ]
+    assert [Path(r["path"]).name for r in records] == [p.name for p in PHOTOS]
+    assert [r["captions"] for r in records] == expected
+    assert all(r["error"] is None for r in records)
+
+
+def test_cli_refuses_bad_generation_options(caption_model: Path) -> None:
+    from click.testing import CliRunner
+
+    from sparkvision.cli import cli
+
+    result = CliRunner().invoke(cli, ["caption", str(PHOTOS[0]), "-m", str(caption_model), "-n", "2"])
+    assert result.exit_code == 2 and "beam search" in result.output
+
+
+def test_spark_nlp_default_name_is_in_the_catalogue_with_a_clear_offline_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sparkvision.errors import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        ModelNotFoundError, match="sparkvision import hf:nlpconnect/vit-gpt2-image-captioning"
+    ):
+        Captioner.pretrained()

@@ -25,6 +25,7 @@ __all__ = ["COMMAND_MODULES", "cli", "main"]
 #: The command modules of this package, each registering its commands on :data:`cli`.
 COMMAND_MODULES = (
     "classify",
+    "caption",
     "embed",
     "models",
     "importing",

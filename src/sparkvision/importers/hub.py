@@ -39,6 +39,7 @@ _OPTIONAL = (
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
+    "generation_config.json",
 )
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -182,6 +183,16 @@ def _build_huggingface(entry: CatalogueEntry, directory: Path) -> ModelSpec:
     from .huggingface import import_hf_checkpoint
 
     checkpoint = download_checkpoint(_repo_id(entry), name=entry.name)
+    if entry.task == "captioning":
+        from .vision_encoder_decoder import import_vision_encoder_decoder
+
+        return import_vision_encoder_decoder(
+            checkpoint,
+            directory,
+            name=entry.name,
+            source=f"{HF_PREFIX}{_repo_id(entry)}",
+            license=entry.license,
+        )
     return import_hf_checkpoint(
         checkpoint, directory, name=entry.name, source=f"{HF_PREFIX}{_repo_id(entry)}", license=entry.license
     )
