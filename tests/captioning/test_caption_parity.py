@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,27 @@ def test_spark_nlp_default_name_is_in_the_catalogue_with_a_clear_offline_error(
         ModelNotFoundError, match="sparkvision import hf:nlpconnect/vit-gpt2-image-captioning"
     ):
         Captioner.pretrained()
+
+
+def test_service_captions_uploads_like_the_core(caption_model: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from sparkvision.serve import create_app
+
+    photos = [PHOTOS[0], PHOTOS[2]]
+    files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    files.insert(1, ("file", ("broken.jpg", b"not an image", "image/jpeg")))
+    expected = [r.captions for r in Captioner(caption_model).caption(photos, num_beams=2)]
+    with TestClient(create_app(str(caption_model))) as client:
+        for _ in range(600):  # the model loads in the background
+            if client.get("/healthz").status_code == 200:
+                break
+            time.sleep(0.05)
+        body = client.post("/v1/caption?num_beams=2", files=files).json()
+        refused = client.post("/v1/caption?num_beams=2&num_return_sequences=3", files=files[:1])
+    assert body["task"] == "captioning" and len(body["results"]) == 3
+    assert [r["path"] for r in body["results"]] == [photos[0].name, "broken.jpg", photos[1].name]
+    assert [body["results"][0]["captions"], body["results"][2]["captions"]] == [list(c) for c in expected]
+    assert body["results"][1]["captions"] == [] and body["results"][1]["error"]
+    assert refused.status_code == 422 and "num_return_sequences" in refused.text

@@ -183,6 +183,10 @@ def create_app(
     app.add_middleware(ServiceMiddleware, metrics=metrics, allowed_hosts=settings.allowed_hosts)
     auth = [Depends(_key_checker(settings.api_key))] if settings.api_key else []
 
+    from .captioning import add_caption_route
+
+    add_caption_route(app, registry, settings, decoders, inference, auth)
+
     # -- page and docs ----------------------------------------------------------------------------
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

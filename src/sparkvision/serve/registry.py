@@ -49,9 +49,10 @@ Loader = Callable[[str, ServeSettings], Any]
 
 def load_classifier(source: str, settings: ServeSettings) -> Any:
     """The default loader: resolve (build on first use), open the session and warm it up."""
-    from ..tasks.classification import Classifier
+    from ..tasks import load
 
-    classifier = Classifier.pretrained(source, threads=settings.threads, max_pixels=settings.max_pixels)
+    # the class the model's task names: a classifier, a zero-shot classifier or a captioner
+    classifier = load(source, threads=settings.threads, max_pixels=settings.max_pixels)
     spec = classifier.spec
     _ = classifier.engine.session  # create the ONNX Runtime session now, not on the first request
     if spec.task == "classification":
