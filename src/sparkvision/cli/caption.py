@@ -114,11 +114,12 @@ def _writer(fmt: str, output: str | None) -> Iterator[Any]:
     if fmt == "parquet":
         if output is None:
             raise click.UsageError("--format parquet needs --output FILE")
+        from ..extras import require
+
+        pa = require("pyarrow", extra="parquet", purpose="Parquet output")  # before any work
+        pq = require("pyarrow.parquet", extra="parquet", purpose="Parquet output")
         records: list[dict[str, Any]] = []
         yield records.append
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         schema = pa.schema(
             [("path", pa.string()), ("captions", pa.list_(pa.string())), ("error", pa.string())]
         )

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ModelFormatError
+from ..extras import require
 from ..generation import GeneratedSequence, GenerationConfig, Seq2SeqRunner, decode_tokens, generate
 from ..models.spec import ModelSpec
 from ..scheduling import Chunk
@@ -128,7 +129,9 @@ class Captioner(ImageTask):
         if self._tokenizer is None:
             with self._lock:
                 if self._tokenizer is None:
-                    from tokenizers import Tokenizer
+                    Tokenizer = require(
+                        "tokenizers", extra="captioning", purpose="running captioning models"
+                    ).Tokenizer
 
                     path = self.model_dir / str(self.spec.extra.get("tokenizer", "tokenizer.json"))
                     try:
