@@ -19,7 +19,7 @@ from typing import IO, Any
 import click
 
 from .options import (
-    PositiveInt,
+    batch_size_option,
     format_option,
     model_option,
     output_option,
@@ -43,9 +43,7 @@ FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 )
 @output_option()
 @recursive_option()
-@click.option(
-    "-b", "--batch-size", type=PositiveInt(), default=None, help="Images per generation batch [default: 8]."
-)
+@batch_size_option()
 @threads_option()
 @click.option("--max-length", type=int, default=None, help="Longest caption in tokens, start token included.")
 @click.option("--max-new-tokens", type=int, default=None, help="Longest caption in generated tokens.")

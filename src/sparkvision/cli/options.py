@@ -143,7 +143,7 @@ def batch_size_option() -> Decorator:
         "--batch-size",
         type=PositiveInt(),
         default=None,
-        help="Images per inference batch [default: 16].",
+        help="Images per inference batch [default: 16; caption: 8].",
     )
 
 
