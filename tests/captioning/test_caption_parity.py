@@ -240,7 +240,7 @@ def test_service_captions_uploads_like_the_core(caption_model: Path) -> None:
     expected = [r.captions for r in Captioner(caption_model).caption(photos, num_beams=2)]
     with TestClient(create_app(str(caption_model))) as client:
         for _ in range(600):  # the model loads in the background
-            if client.get("/healthz").status_code == 200:
+            if client.get("/readyz").status_code == 200:
                 break
             time.sleep(0.05)
         body = client.post("/v1/caption?num_beams=2", files=files).json()
