@@ -51,6 +51,7 @@ from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PIL_CODE_TO_INTERPOLATION,
 from .annotations import CATEGORY, ENCODED_FILE, IMAGE, is_annotation_array
 from .inference import ClassifyJob, make_classify_udf
 from .shipping import copy_model_to, local_model_from, ship_model_dir
+from .workers import check_workers
 
 __all__ = [
     "ConvNextForImageClassification",
@@ -435,6 +436,7 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         input_col, output_col = self._check_columns(dataset)
         job = self._job("")  # validates every param on the driver, before anything is shipped
+        check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
         job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
         image = F.col(input_col)[0]
         row = F.struct(
