@@ -99,7 +99,7 @@ def _assert_matches(annotation: Any, prediction: Any) -> None:
 def test_defaults_params_and_label_validation(clip_stage: CLIPForZeroShotClassification, clip_home: Path):
     bare = CLIPForZeroShotClassification()
     assert bare.getCandidateLabels() == [] and bare.getTopK() == 5 and bare.getBatchSize() == 2
-    assert bare.getResample() == 3 and bare.getResizeMode() == "crop"
+    assert bare.getResample() == 2 and bare.getResizeMode() == "crop"  # Spark NLP's default: bilinear
     assert bare.getImageMean() == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     stage = clip_stage.copy()
     assert stage.getModelPath() == str(clip_home) and stage.getClasses() == []

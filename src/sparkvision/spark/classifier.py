@@ -47,9 +47,22 @@ from ..models.catalogue import DEFAULT_MODEL, list_models, resolve_model
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import is_model_dir, load_model_dir
 from ..options import resolve_top_k
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PIL_CODE_TO_INTERPOLATION, PreprocessSpec
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .annotations import CATEGORY, ENCODED_FILE, IMAGE, is_annotation_array
 from .inference import ClassifyJob, make_classify_udf
+from .params import (
+    PREPROCESS_FIELDS,
+    AnnotatorProperties,
+    HasBatchedAnnotateImage,
+    HasConfigProtoBytes,
+    HasCropPct,
+    HasEngine,
+    HasImageFeatureProperties,
+    HasOnnxThreads,
+    HasRescaleFactor,
+    HasTopK,
+    ParamValueAccess,
+)
 from .shipping import copy_model_to, local_model_from, ship_model_dir
 from .workers import check_workers
 
@@ -64,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_INTERPOLATION_TO_PIL_CODE = {name: code for code, name in PIL_CODE_TO_INTERPOLATION.items()}
 _MODEL_SUBDIR = "model"
 
 
@@ -146,11 +158,21 @@ def _available_models() -> str:
     return ", ".join(row.name for row in list_models()) or "none"
 
 
-def _float_list(value: Any) -> list[float]:
-    return TypeConverters.toListFloat(value)
-
-
-class ImageClassifierModel(Model, MLReadable, MLWritable):
+class ImageClassifierModel(
+    Model,
+    AnnotatorProperties,
+    HasBatchedAnnotateImage,
+    HasImageFeatureProperties,
+    HasRescaleFactor,
+    HasCropPct,
+    HasEngine,
+    HasConfigProtoBytes,
+    HasTopK,
+    HasOnnxThreads,
+    ParamValueAccess,
+    MLReadable,
+    MLWritable,
+):
     """Classifies the images of an image annotation column (see the module docstring)."""
 
     #: Family of the models this class is meant for (``None``: any).
@@ -167,69 +189,16 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
         "resizeMode": "squash",
     }
 
-    inputCols: Param[list[str]] = Param(
-        Params._dummy(), "inputCols", "image annotation column", typeConverter=TypeConverters.toListString
-    )
-    outputCol: Param[str] = Param(
-        Params._dummy(), "outputCol", "category annotation column to create", TypeConverters.toString
-    )
-    batchSize: Param[int] = Param(
-        Params._dummy(), "batchSize", "images per inference batch within a partition", TypeConverters.toInt
-    )
-    doResize: Param[bool] = Param(
-        Params._dummy(),
-        "doResize",
-        "resize the image (else it must be size × size)",
-        TypeConverters.toBoolean,
-    )
-    doNormalize: Param[bool] = Param(
-        Params._dummy(), "doNormalize", "normalise with imageMean / imageStd", TypeConverters.toBoolean
-    )
-    size: Param[int] = Param(Params._dummy(), "size", "side of the model input, pixels", TypeConverters.toInt)
-    imageMean: Param[list[float]] = Param(
-        Params._dummy(), "imageMean", "per-channel (RGB) mean on rescaled pixels", TypeConverters.toListFloat
-    )
-    imageStd: Param[list[float]] = Param(
-        Params._dummy(), "imageStd", "per-channel (RGB) std on rescaled pixels", TypeConverters.toListFloat
-    )
-    resample: Param[int] = Param(
-        Params._dummy(),
-        "resample",
-        "Pillow resampling filter: 0 nearest, 2 bilinear, 3 bicubic (1 lanczos, 4 box, 5 hamming)",
-        TypeConverters.toInt,
-    )
-    doRescale: Param[bool] = Param(
-        Params._dummy(), "doRescale", "multiply pixels (0-255) by rescaleFactor", TypeConverters.toBoolean
-    )
-    rescaleFactor: Param[float] = Param(
-        Params._dummy(), "rescaleFactor", "pixel scale factor (1/255)", TypeConverters.toFloat
-    )
-    cropPct: Param[float] = Param(
-        Params._dummy(),
-        "cropPct",
-        "fraction kept by the centre crop: the short side is resized to size / cropPct",
-        TypeConverters.toFloat,
-    )
-    resizeMode: Param[str] = Param(
-        Params._dummy(),
-        "resizeMode",
-        "'crop' (short side to size/cropPct, centre crop), 'squash' (to size × size) or 'squash_crop'",
-        TypeConverters.toString,
-    )
-    topK: Param[int] = Param(
-        Params._dummy(), "topK", "labels kept per image in the metadata", TypeConverters.toInt
-    )
+    #: Spark NLP's class attributes: the stage's name and its annotation types.
+    name: ClassVar[str] = "ImageClassifierModel"
+    inputAnnotatorTypes: ClassVar[list[str]] = [IMAGE]
+    outputAnnotatorType: ClassVar[str] = CATEGORY
+
     includeEmbeddings: Param[bool] = Param(
         Params._dummy(),
         "includeEmbeddings",
         "fill each annotation's embeddings with the image embedding (models that export one)",
         TypeConverters.toBoolean,
-    )
-    onnxThreads: Param[int] = Param(
-        Params._dummy(),
-        "onnxThreads",
-        "ONNX Runtime threads per task (0: spark.task.cpus)",
-        TypeConverters.toInt,
     )
     modelPath: Param[str] = Param(
         Params._dummy(), "modelPath", "local sparkvision model directory", TypeConverters.toString
@@ -331,20 +300,11 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
 
     def _load_model_params(self, model_dir: Path, spec: ModelSpec) -> None:
         """Point at a model and set every preprocessing param from its spec."""
-        pre = spec.preprocess
-        self._set(
-            modelPath=str(model_dir),
-            size=pre.size,
-            doResize=pre.do_resize,
-            resizeMode=pre.resize,
-            cropPct=pre.crop_pct,
-            resample=_INTERPOLATION_TO_PIL_CODE[pre.interpolation],
-            doRescale=pre.do_rescale,
-            rescaleFactor=pre.rescale_factor,
-            doNormalize=pre.do_normalize,
-            imageMean=list(pre.mean),
-            imageStd=list(pre.std),
-        )
+        values = {
+            param: to_param(getattr(spec.preprocess, field))
+            for param, (field, _, to_param) in PREPROCESS_FIELDS.items()
+        }
+        self._set(modelPath=str(model_dir), **values)
 
     # -- the model ----------------------------------------------------------------------------------
     def _model_dir(self) -> Path:
@@ -359,20 +319,12 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
         """The model's spec with the current params applied (what ``transform`` will use)."""
         model_dir = self._model_dir()
         spec = _load_spec(model_dir)
+        fields = {
+            field: to_spec(self.getOrDefault(param))
+            for param, (field, to_spec, _) in PREPROCESS_FIELDS.items()
+        }
         try:
-            preprocess = dataclasses.replace(
-                spec.preprocess,
-                size=self.getSize(),
-                resize=self.getResizeMode(),
-                crop_pct=self.getCropPct(),
-                interpolation=PIL_CODE_TO_INTERPOLATION[self.getResample()],
-                do_resize=self.getDoResize(),
-                do_rescale=self.getDoRescale(),
-                rescale_factor=self.getRescaleFactor(),
-                do_normalize=self.getDoNormalize(),
-                mean=tuple(self.getImageMean()),
-                std=tuple(self.getImageStd()),
-            )
+            preprocess = dataclasses.replace(spec.preprocess, **fields)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{type(self).__name__}: invalid preprocessing params: {exc}") from exc
         # Reading the graph costs a parse of the whole file: only when the size differs from the spec's.
@@ -462,116 +414,12 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
     def read(cls) -> MLReader:
         return _ClassifierReader(cls)
 
-    # -- params: setters return self, getters always work -----------------------------------------
-    def setInputCols(self, *value: Any) -> ImageClassifierModel:
-        """Sets the image annotation column: ``setInputCols(["image_assembler"])`` or ``("image_assembler")``."""
-        cols = list(value[0]) if len(value) == 1 and isinstance(value[0], (list, tuple)) else list(value)
-        return self._set(inputCols=cols)
-
-    def getInputCols(self) -> list[str]:
-        return self.getOrDefault(self.inputCols)
-
-    def setOutputCol(self, value: str) -> ImageClassifierModel:
-        return self._set(outputCol=value)
-
-    def getOutputCol(self) -> str:
-        return self.getOrDefault(self.outputCol)
-
-    def setBatchSize(self, value: int) -> ImageClassifierModel:
-        """Images per inference batch within a partition (Spark NLP's default: 2)."""
-        return self._set(batchSize=_at_least(1, value, "batchSize"))
-
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batchSize)
-
-    def setDoResize(self, value: bool) -> ImageClassifierModel:
-        return self._set(doResize=value)
-
-    def getDoResize(self) -> bool:
-        return self.getOrDefault(self.doResize)
-
-    def setDoNormalize(self, value: bool) -> ImageClassifierModel:
-        return self._set(doNormalize=value)
-
-    def getDoNormalize(self) -> bool:
-        return self.getOrDefault(self.doNormalize)
-
-    def setSize(self, value: int) -> ImageClassifierModel:
-        return self._set(size=_at_least(1, value, "size"))
-
-    def getSize(self) -> int:
-        return self.getOrDefault(self.size)
-
-    def setImageMean(self, value: list[float]) -> ImageClassifierModel:
-        return self._set(imageMean=_rgb(value, "imageMean"))
-
-    def getImageMean(self) -> list[float]:
-        return list(self.getOrDefault(self.imageMean))
-
-    def setImageStd(self, value: list[float]) -> ImageClassifierModel:
-        values = _rgb(value, "imageStd")
-        if any(v == 0 for v in values):
-            raise ConfigError("imageStd must not contain zeros")
-        return self._set(imageStd=values)
-
-    def getImageStd(self) -> list[float]:
-        return list(self.getOrDefault(self.imageStd))
-
-    def setResample(self, value: int) -> ImageClassifierModel:
-        if int(value) not in PIL_CODE_TO_INTERPOLATION:
-            raise ConfigError(
-                f"resample must be a Pillow filter code (0 nearest, 2 bilinear, 3 bicubic; 1, 4, 5), got {value!r}"
-            )
-        return self._set(resample=int(value))
-
-    def getResample(self) -> int:
-        return self.getOrDefault(self.resample)
-
-    def setDoRescale(self, value: bool) -> ImageClassifierModel:
-        return self._set(doRescale=value)
-
-    def getDoRescale(self) -> bool:
-        return self.getOrDefault(self.doRescale)
-
-    def setRescaleFactor(self, value: float) -> ImageClassifierModel:
-        return self._set(rescaleFactor=value)
-
-    def getRescaleFactor(self) -> float:
-        return self.getOrDefault(self.rescaleFactor)
-
-    def setCropPct(self, value: float) -> ImageClassifierModel:
-        if not 0 < float(value) <= 1:
-            raise ConfigError(f"cropPct must be in (0, 1], got {value!r}")
-        return self._set(cropPct=value)
-
-    def getCropPct(self) -> float:
-        return self.getOrDefault(self.cropPct)
-
-    def setResizeMode(self, value: str) -> ImageClassifierModel:
-        PreprocessSpec(resize=value)  # type: ignore[arg-type]  # validates the name
-        return self._set(resizeMode=value)
-
-    def getResizeMode(self) -> str:
-        return self.getOrDefault(self.resizeMode)
-
-    def setTopK(self, value: int) -> ImageClassifierModel:
-        """How many labels (with scores) each annotation's metadata keeps, best first."""
-        return self._set(topK=_at_least(1, value, "topK"))
-
-    def getTopK(self) -> int:
-        return self.getOrDefault(self.topK)
-
+    # -- our params (the shared ones come from the mixins in .params) -----------------------------
     def setIncludeEmbeddings(self, value: bool) -> ImageClassifierModel:
         return self._set(includeEmbeddings=value)
 
     def getIncludeEmbeddings(self) -> bool:
         return self.getOrDefault(self.includeEmbeddings)
-
-    def setOnnxThreads(self, value: int) -> ImageClassifierModel:
-        return self._set(onnxThreads=_at_least(0, value, "onnxThreads"))
-
-    def getOnnxThreads(self) -> int:
-        return self.getOrDefault(self.onnxThreads)
 
     def setModelPath(self, value: str) -> ImageClassifierModel:
         """Point at another local model directory (its preprocessing params are loaded too)."""
@@ -581,20 +429,6 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
 
     def getModelPath(self) -> str:
         return self.getOrDefault(self.modelPath)
-
-
-def _at_least(minimum: int, value: Any, name: str) -> int:
-    number = TypeConverters.toInt(value)
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value!r}")
-    return number
-
-
-def _rgb(value: Any, name: str) -> list[float]:
-    values = _float_list(value)
-    if len(values) != 3:
-        raise ConfigError(f"{name} needs 3 numbers (R, G, B), got {values}")
-    return values
 
 
 # -- persistence ----------------------------------------------------------------------------------
@@ -640,6 +474,7 @@ class _ClassifierReader(MLReader):
 class EfficientNetForImageClassification(ImageClassifierModel):
     """EfficientNet-Lite image classification (ImageNet-1k); ``pretrained()`` is ``efficientnet_lite0``."""
 
+    name: ClassVar[str] = "EfficientNetForImageClassification"
     family = "efficientnet_lite"
     default_pretrained = "efficientnet_lite0"
     family_defaults: ClassVar[dict[str, Any]] = {
@@ -655,6 +490,7 @@ class EfficientNetForImageClassification(ImageClassifierModel):
 class ViTForImageClassification(ImageClassifierModel):
     """Vision Transformer classification (Hugging Face ViT checkpoints, imported)."""
 
+    name: ClassVar[str] = "ViTForImageClassification"
     family = "vit"
     default_pretrained = "image_classifier_vit_base_patch16_224"
     family_defaults: ClassVar[dict[str, Any]] = {
@@ -670,6 +506,7 @@ class ViTForImageClassification(ImageClassifierModel):
 class SwinForImageClassification(ImageClassifierModel):
     """Swin Transformer classification (Hugging Face Swin checkpoints, imported)."""
 
+    name: ClassVar[str] = "SwinForImageClassification"
     family = "swin"
     default_pretrained = "image_classifier_swin_base_patch4_window7_224"
     family_defaults: ClassVar[dict[str, Any]] = {
@@ -685,6 +522,7 @@ class SwinForImageClassification(ImageClassifierModel):
 class ConvNextForImageClassification(ImageClassifierModel):
     """ConvNeXt classification (Hugging Face ConvNeXt checkpoints, imported)."""
 
+    name: ClassVar[str] = "ConvNextForImageClassification"
     family = "convnext"
     default_pretrained = "image_classifier_convnext_tiny_224_local"
     family_defaults: ClassVar[dict[str, Any]] = {

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pyspark import keyword_only
-from pyspark.ml.param import Param, Params, TypeConverters
 
 from ..errors import ConfigError
 from ..models.spec import ModelSpec
-from ..options import parse_candidate_labels
 from .classifier import ImageClassifierModel
 from .inference import ClassifyJob
+from .params import HasCandidateLabelsProperties
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPForZeroShotClassification"]
 
@@ -40,26 +39,21 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-class CLIPForZeroShotClassification(ImageClassifierModel):
+class CLIPForZeroShotClassification(ImageClassifierModel, HasCandidateLabelsProperties):
     """Zero-shot image classification with a CLIP model against ``candidateLabels`` (module docstring)."""
 
+    name: ClassVar[str] = "CLIPForZeroShotClassification"
     family = "clip"
     default_pretrained = "zero_shot_classifier_clip_vit_base_patch32"
+    #: Spark NLP's defaults, bilinear included (a loaded model sets its own: OpenAI CLIP is bicubic).
     family_defaults: ClassVar[dict[str, Any]] = {
         "size": 224,
-        "resample": 3,
+        "resample": 2,
         "imageMean": CLIP_MEAN,
         "imageStd": CLIP_STD,
         "cropPct": 1.0,
         "resizeMode": "crop",
     }
-
-    candidateLabels: Param[list[str]] = Param(
-        Params._dummy(),
-        "candidateLabels",
-        "labels each image is scored against (zero-shot); turned into prompts by the model's template",
-        typeConverter=TypeConverters.toListString,
-    )
 
     @keyword_only
     def __init__(
@@ -90,17 +84,7 @@ class CLIPForZeroShotClassification(ImageClassifierModel):
         stage._load_model_params(model_dir, spec)
         return stage
 
-    # -- candidate labels -----------------------------------------------------------------------------
-    def setCandidateLabels(self, value: list[str] | str) -> CLIPForZeroShotClassification:
-        """The labels to choose from (distinct, non-empty; a list, or one comma-separated string)."""
-        return self._set(candidateLabels=list(parse_candidate_labels(value)))
-
-    def getCandidateLabels(self) -> list[str]:
-        """The candidate labels (empty until set)."""
-        if not self.isDefined(self.candidateLabels):
-            return []
-        return list(self.getOrDefault(self.candidateLabels))
-
+    # -- candidate labels (the params come from HasCandidateLabelsProperties) ----------------------
     def getClasses(self) -> list[str]:
         """The labels annotations can carry: the candidate labels."""
         return self.getCandidateLabels()
