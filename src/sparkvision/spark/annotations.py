@@ -14,7 +14,10 @@ Category annotation (classifier output), one per image::
     array<struct<annotatorType: "category", begin: int, end: int, result: string,
                  metadata: map<string,string>, embeddings: array<float>>>
 
-``result`` is the top label (empty for an image that could not be read). ``metadata`` holds:
+``result`` is the top label (empty for an image that could not be read); ``begin`` is 0 and ``end``
+``len(result) - 1``, as Spark NLP sets them. ``metadata`` holds:
+
+* ``image``: ``"0"``, the index of the image annotation classified (Spark NLP's key);
 
 * ``confidence``: the top-1 score;
 * the ranked top-k: ``label_1``/``score_1``/``class_id_1`` ... ``label_K``..., with ``top_k`` = K
@@ -76,14 +79,16 @@ IMAGE_ANNOTATION = T.StructType(
     ]
 )
 
+#: Spark NLP's ``Annotation.dataType``, nullability included: ``begin``/``end`` are never null and
+#: ``embeddings`` never holds a null.
 CATEGORY_ANNOTATION = T.StructType(
     [
-        T.StructField("annotatorType", T.StringType()),
-        T.StructField("begin", T.IntegerType()),
-        T.StructField("end", T.IntegerType()),
-        T.StructField("result", T.StringType()),
-        T.StructField("metadata", _STRING_MAP),
-        T.StructField("embeddings", T.ArrayType(T.FloatType())),
+        T.StructField("annotatorType", T.StringType(), nullable=True),
+        T.StructField("begin", T.IntegerType(), nullable=False),
+        T.StructField("end", T.IntegerType(), nullable=False),
+        T.StructField("result", T.StringType(), nullable=True),
+        T.StructField("metadata", _STRING_MAP, nullable=True),
+        T.StructField("embeddings", T.ArrayType(T.FloatType(), containsNull=False), nullable=True),
     ]
 )
 
@@ -203,7 +208,7 @@ def _score_text(score: float) -> str:
 
 def category_annotation(image: ImageInput, prediction: Prediction) -> dict[str, Any]:
     """The category annotation (as a plain dict, the shape Arrow wants) for one prediction."""
-    metadata: dict[str, str] = {}
+    metadata: dict[str, str] = {"image": "0"}
     if prediction.ok:
         for label, score in zip(prediction.labels, prediction.scores):
             metadata.setdefault(label, _score_text(score))
@@ -220,11 +225,12 @@ def category_annotation(image: ImageInput, prediction: Prediction) -> dict[str, 
         metadata["error"] = prediction.error or "unknown error"
     metadata.update(_image_metadata(image, prediction))
     embedding = prediction.embedding
+    result = prediction.label or ""
     return {
         "annotatorType": CATEGORY,
         "begin": 0,
-        "end": 0,
-        "result": prediction.label or "",
+        "end": len(result) - 1,
+        "result": result,
         "metadata": metadata,
         "embeddings": [] if embedding is None else [float(v) for v in embedding],
     }

@@ -43,7 +43,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..errors import ConfigError, ModelFormatError, ModelImportError, ModelNotFoundError
-from ..models.catalogue import DEFAULT_MODEL, list_models, resolve_model
+from ..models.catalogue import DEFAULT_MODEL, get_entry, list_models, resolve_model
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import is_model_dir, load_model_dir
 from ..options import resolve_top_k
@@ -245,37 +245,70 @@ class ImageClassifierModel(
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
     def pretrained(
-        cls, name: str | None = None, lang: str = "en", remote_loc: str | None = None
+        cls,
+        name: str | None = None,
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
     ) -> ImageClassifierModel:
         """A stage for a catalogue or cached model name (default: the class's default model).
 
-        Models come from sparkvision's catalogue and cache (``sparkvision models list``), never from a
-        remote location at run time: ``remote_loc`` must be ``None`` and ``lang`` ``"en"`` (image models
-        have no language; the argument exists for Spark NLP compatibility).
+        Names are sparkvision's (``sparkvision models list``) or Spark NLP Models Hub names of models
+        that came from Hugging Face (``image_classifier_vit_base_patch16_224``, ``clip_vit_large_patch14``,
+        ...): each maps to its Hugging Face repo, converted on first use (once, with network) or found in
+        the cache where it was imported. ``lang`` is ``"en"`` (or ``"xx"``) as for every Spark NLP
+        image model; ``remote_loc`` may name Spark NLP's open-source repository (``"public/models"``),
+        whose models are fetched from their Hugging Face origin; ``engine`` is accepted for Spark NLP
+        scripts (always ONNX Runtime here).
         """
-        if remote_loc is not None:
+        return cls._pretrained(name or cls.default_pretrained, lang, remote_loc, engine)
+
+    @classmethod
+    def _pretrained(cls, name: str, lang: str, remote_loc: str | None, engine: str) -> ImageClassifierModel:
+        if engine not in ("onnx", "openvino", "tensorflow"):
             raise ConfigError(
-                "remote_loc is not supported: sparkvision loads models from its catalogue and cache "
-                "(`sparkvision models list`); import a local checkpoint with loadSavedModel(path, spark)"
+                f"engine must be 'onnx' (or Spark NLP's 'tensorflow'/'openvino'), got {engine!r}"
+            )
+        if engine != "onnx":
+            log.warning(
+                "%s.pretrained: engine=%r is ignored; sparkvision runs ONNX Runtime", cls.__name__, engine
             )
         if lang not in ("en", "xx"):
-            raise ConfigError(f"lang must be 'en' (image models have no language), got {lang!r}")
-        name = name or cls.default_pretrained
+            raise ModelNotFoundError(
+                f"no {lang!r} image models: Spark NLP publishes its image classifiers under lang='en'; "
+                f"call pretrained({name!r}, 'en')"
+            )
+        if remote_loc not in (None, "", "public/models"):
+            raise ModelNotFoundError(
+                f"models in {remote_loc!r} cannot be fetched: sparkvision maps Spark NLP's open-source models "
+                "(public/models) to their Hugging Face origin. Export the model you have (a Hugging Face "
+                "checkpoint, or a Spark NLP ONNX export folder with model.onnx and assets/) and load it with "
+                "loadSavedModel(folder, spark), or `sparkvision import FOLDER --name NAME` then pretrained(NAME)"
+            )
         try:
             model_dir, spec = resolve_model(name)
         except ModelNotFoundError as exc:
             message = str(exc).rstrip()
             message += "" if message.endswith(".") else "."
-            raise ModelNotFoundError(f"{message} Available models: {_available_models()}.") from exc
+            if get_entry(name) is None:
+                message += (
+                    f" Available models: {_available_models()}. For another Spark NLP Models Hub model, take "
+                    "its Hugging Face checkpoint (the model page's References) or your Spark NLP ONNX export "
+                    f"folder and run `sparkvision import FOLDER --name {name}` (then pretrained({name!r}) finds "
+                    "it), or load the folder directly with loadSavedModel(folder, spark)."
+                )
+            raise ModelNotFoundError(message) from exc
         return cls._from_model(model_dir, spec)
 
     @classmethod
-    def loadSavedModel(cls, folder: str, spark: Any = None) -> ImageClassifierModel:
-        """A stage for a model folder: a sparkvision model directory (local, or on any Hadoop
-        filesystem Spark can read, such as ``hdfs://`` — then ``spark`` is needed to copy it)."""
+    def loadSavedModel(cls, folder: str, spark_session: Any = None) -> ImageClassifierModel:
+        """A stage for a model folder, local or on any Hadoop filesystem Spark can read (``hdfs://``...;
+        then ``spark_session`` is needed to copy it): a sparkvision model directory, a Hugging Face or
+        timm checkpoint, or a Spark NLP ONNX export folder (``model.onnx`` + ``assets/``), the last
+        three converted once into the model cache."""
         text = str(folder)
-        if urlparse(text).scheme not in ("", "file") and spark is not None:
-            text = str(local_model_from(spark, text))
+        if urlparse(text).scheme not in ("", "file") and spark_session is not None:
+            text = str(local_model_from(spark_session, text))
         model_dir, spec = import_saved_model(text.removeprefix("file:"), cls.family)
         return cls._from_model(model_dir, spec)
 
@@ -486,6 +519,17 @@ class EfficientNetForImageClassification(ImageClassifierModel):
         "resizeMode": "crop",
     }
 
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "efficientnet_lite0",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> EfficientNetForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
+
 
 class ViTForImageClassification(ImageClassifierModel):
     """Vision Transformer classification (Hugging Face ViT checkpoints, imported)."""
@@ -501,6 +545,17 @@ class ViTForImageClassification(ImageClassifierModel):
         "cropPct": 1.0,
         "resizeMode": "squash",
     }
+
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "image_classifier_vit_base_patch16_224",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> ViTForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
 
 
 class SwinForImageClassification(ImageClassifierModel):
@@ -518,6 +573,17 @@ class SwinForImageClassification(ImageClassifierModel):
         "resizeMode": "squash",
     }
 
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "image_classifier_swin_base_patch4_window7_224",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> SwinForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
+
 
 class ConvNextForImageClassification(ImageClassifierModel):
     """ConvNeXt classification (Hugging Face ConvNeXt checkpoints, imported)."""
@@ -533,3 +599,14 @@ class ConvNextForImageClassification(ImageClassifierModel):
         "cropPct": 224 / 256,
         "resizeMode": "crop",
     }
+
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "image_classifier_convnext_tiny_224_local",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> ConvNextForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]

@@ -72,6 +72,17 @@ class CLIPForZeroShotClassification(ImageClassifierModel, HasCandidateLabelsProp
         if labels is not None:
             self.setCandidateLabels(labels)
 
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "zero_shot_classifier_clip_vit_base_patch32",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> CLIPForZeroShotClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
+
     # -- the model must be a zero-shot one ------------------------------------------------------------
     @classmethod
     def _from_model(cls, model_dir: Path, spec: ModelSpec) -> CLIPForZeroShotClassification:
