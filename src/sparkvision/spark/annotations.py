@@ -47,6 +47,8 @@ from ..results import Prediction
 __all__ = [
     "CATEGORY",
     "CATEGORY_ANNOTATION",
+    "CATEGORY_ANNOTATIONS",
+    "CATEGORY_ANNOTATION_FROM_PYTHON",
     "ENCODED_FILE",
     "IMAGE",
     "IMAGE_ANNOTATION",
@@ -54,6 +56,7 @@ __all__ = [
     "AnnotationImage",
     "ImageInput",
     "category_annotation",
+    "category_annotations_column",
     "is_annotation_array",
     "is_image_struct",
 ]
@@ -91,6 +94,30 @@ CATEGORY_ANNOTATION = T.StructType(
         T.StructField("embeddings", T.ArrayType(T.FloatType(), containsNull=False), nullable=True),
     ]
 )
+
+#: What the executors' pandas UDF declares: Arrow output from pandas is nullable, so ``begin``/``end``
+#: are made non-null afterwards by :func:`category_annotations_column`.
+CATEGORY_ANNOTATION_FROM_PYTHON = T.StructType(
+    [T.StructField(f.name, f.dataType, nullable=True) for f in CATEGORY_ANNOTATION.fields]
+)
+#: Spark NLP's ``Annotation.arrayType``: the annotation column's type.
+CATEGORY_ANNOTATIONS = T.ArrayType(CATEGORY_ANNOTATION, containsNull=True)
+
+
+def category_annotations_column(raw: Any) -> Any:
+    """The annotation column (``CATEGORY_ANNOTATIONS``) from the UDF's one-struct-per-row output."""
+    from pyspark.sql import functions as F
+
+    annotation = F.struct(
+        raw["annotatorType"].alias("annotatorType"),
+        F.coalesce(raw["begin"], F.lit(0)).alias("begin"),
+        F.coalesce(raw["end"], F.lit(-1)).alias("end"),
+        raw["result"].alias("result"),
+        raw["metadata"].alias("metadata"),
+        raw["embeddings"].alias("embeddings"),
+    )
+    return F.array(annotation).cast(CATEGORY_ANNOTATIONS)
+
 
 # Spark's image data source: struct<origin, height, width, nChannels, mode, data>.
 _IMAGE_STRUCT_FIELDS = {

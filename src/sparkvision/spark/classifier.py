@@ -48,7 +48,7 @@ from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import is_model_dir, load_model_dir
 from ..options import resolve_top_k
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .annotations import CATEGORY, ENCODED_FILE, IMAGE, is_annotation_array
+from .annotations import CATEGORY, ENCODED_FILE, IMAGE, category_annotations_column, is_annotation_array
 from .inference import ClassifyJob, make_classify_udf
 from .params import (
     PREPROCESS_FIELDS,
@@ -433,7 +433,7 @@ class ImageClassifierModel(
             image["result"].alias("data"),
             F.coalesce(image["metadata"]["encoding"] == F.lit(ENCODED_FILE), F.lit(False)).alias("encoded"),
         )
-        annotations = F.array(make_classify_udf(job)(row))
+        annotations = category_annotations_column(make_classify_udf(job)(row))
         return dataset.withColumn(
             output_col, annotations.alias(output_col, metadata={"annotatorType": CATEGORY})
         )

@@ -36,7 +36,7 @@ from ..models.store import is_model_dir, load_model_dir
 from ..preprocess import PreprocessSpec
 from ..tasks.base import for_model
 from ..tasks.labelling import LabelTask
-from .annotations import CATEGORY_ANNOTATION, ImageInput, category_annotation
+from .annotations import CATEGORY_ANNOTATION, CATEGORY_ANNOTATION_FROM_PYTHON, ImageInput, category_annotation
 
 __all__ = [
     "ClassifyJob",
@@ -302,4 +302,4 @@ def make_classify_udf(job: ClassifyJob):
     def classify_images_udf(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return classify_batches(job, batches)
 
-    return pandas_udf(classify_images_udf, returnType=CATEGORY_ANNOTATION)  # type: ignore[call-overload]
+    return pandas_udf(classify_images_udf, returnType=CATEGORY_ANNOTATION_FROM_PYTHON)  # type: ignore[call-overload]
