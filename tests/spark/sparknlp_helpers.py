@@ -38,7 +38,9 @@ def spark_pixels(spark: Any, folder: Path) -> dict[str, Image.Image]:
     """Each photo as Spark's image source decodes it (BGR struct → RGB), by file name."""
     rows = spark.read.format("image").load(path=str(folder)).select("image.*").collect()
     return {
-        row.origin.rsplit("/", 1)[-1]: decode_bgr_struct(row.height, row.width, row.nChannels, row.mode, row.data).image
+        row.origin.rsplit("/", 1)[-1]: decode_bgr_struct(
+            row.height, row.width, row.nChannels, row.mode, row.data
+        ).image
         for row in rows
     }
 
@@ -50,12 +52,22 @@ def tiny_checkpoint(family: str, directory: Path, labels: list[str]) -> Any:
     import transformers
 
     id2label = dict(enumerate(labels))
-    common = {"num_labels": len(labels), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    common = {
+        "num_labels": len(labels),
+        "id2label": id2label,
+        "label2id": {v: k for k, v in id2label.items()},
+    }
     imagenet = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
     torch.manual_seed(0)
     if family == "swin":
         config = transformers.SwinConfig(
-            image_size=SIZE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, **common
+            image_size=SIZE,
+            patch_size=4,
+            embed_dim=16,
+            depths=[1, 1],
+            num_heads=[1, 2],
+            window_size=4,
+            **common,
         )
         model = transformers.SwinForImageClassification(config)
         processor = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "do_normalize": True,
@@ -94,3 +106,26 @@ def transformers_labels(model: Any, checkpoint: Path, images: dict[str, Image.Im
     top = np.argsort(-logits, axis=1)
     assert all(row[top[i, 0]] - row[top[i, 1]] > 1e-3 for i, row in enumerate(logits)), "near-tie: unstable"
     return {name: model.config.id2label[int(top[i, 0])] for i, name in enumerate(names)}
+
+
+def transformers_zero_shot_labels(
+    checkpoint: Path, labels: list[str], images: dict[str, Image.Image]
+) -> dict[str, str]:
+    """What transformers' CLIP picks among ``labels`` (encoded as written, as Spark NLP does)."""
+    import torch
+    import transformers
+
+    model = transformers.CLIPModel.from_pretrained(str(checkpoint)).eval()
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(checkpoint))
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(str(checkpoint), backend="pil")
+    except TypeError:
+        processor = transformers.AutoImageProcessor.from_pretrained(str(checkpoint), use_fast=False)
+    names = sorted(images)
+    text = tokenizer(labels, padding=True, return_tensors="pt")
+    pixels = processor(images=[images[n] for n in names], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(**text, pixel_values=pixels).logits_per_image.numpy()
+    top = np.argsort(-logits, axis=1)
+    assert all(row[top[i, 0]] - row[top[i, 1]] > 1e-3 for i, row in enumerate(logits)), "near-tie: unstable"
+    return {name: labels[int(top[i, 0])] for i, name in enumerate(names)}

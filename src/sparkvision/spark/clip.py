@@ -9,8 +9,10 @@ category annotations, same executors, persistence and ``LightPipeline``) plus on
         .setCandidateLabels(["a cat", "a dog", "a car"])
 
 Each image's scores are the core's (:meth:`sparkvision.Classifier.classify` with
-``candidate_labels``): a softmax over the labels of CLIP's scaled cosine similarities, the labels
-turned into prompts by the model's template (``"a photo of a {}"``). The executors call that core; it
+``candidate_labels``): a softmax over the labels of CLIP's scaled cosine similarities. As in Spark NLP,
+the labels are encoded as written (``promptTemplate`` ``"{}"``: give ``"a photo of a bird"``, not
+``"bird"``); ``setPromptTemplate("a photo of a {}")`` turns bare labels into CLIP's usual prompts, as
+the CLI and the Python API do by default. The executors call that core; it
 computes the labels' text embeddings once per Python worker and label set, and caches them.
 
 ``topK`` defaults to 5 and is lowered to the number of candidate labels when left at its default; a
@@ -25,9 +27,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pyspark import keyword_only
+from pyspark.ml.param import Param, Params, TypeConverters
 
 from ..errors import ConfigError
 from ..models.spec import ModelSpec
+from ..tasks.zero_shot import prompts_for
 from .classifier import ImageClassifierModel
 from .inference import ClassifyJob
 from .params import HasCandidateLabelsProperties
@@ -55,6 +59,14 @@ class CLIPForZeroShotClassification(ImageClassifierModel, HasCandidateLabelsProp
         "resizeMode": "crop",
     }
 
+    promptTemplate: Param[str] = Param(
+        Params._dummy(),
+        "promptTemplate",
+        "text each candidate label becomes, '{}' standing for the label ('{}': the label as written, as "
+        "Spark NLP encodes it; 'a photo of a {}': CLIP's usual prompt)",
+        TypeConverters.toString,
+    )
+
     @keyword_only
     def __init__(
         self,
@@ -69,6 +81,7 @@ class CLIPForZeroShotClassification(ImageClassifierModel, HasCandidateLabelsProp
         kwargs = dict(self._input_kwargs)
         labels = kwargs.pop("candidateLabels", None)
         super().__init__(**kwargs)
+        self._setDefault(promptTemplate="{}")
         if labels is not None:
             self.setCandidateLabels(labels)
 
@@ -96,6 +109,15 @@ class CLIPForZeroShotClassification(ImageClassifierModel, HasCandidateLabelsProp
         return stage
 
     # -- candidate labels (the params come from HasCandidateLabelsProperties) ----------------------
+    def setPromptTemplate(self, value: str) -> CLIPForZeroShotClassification:
+        """How each label becomes text: ``"{}"`` (default, Spark NLP's way: labels are prompts already,
+        e.g. ``"a photo of a bird"``) or a template such as ``"a photo of a {}"`` for bare labels."""
+        prompts_for(["label"], value)  # validates: the template must hold "{}"
+        return self._set(promptTemplate=value)
+
+    def getPromptTemplate(self) -> str:
+        return self.getOrDefault(self.promptTemplate)
+
     def getClasses(self) -> list[str]:
         """The labels annotations can carry: the candidate labels."""
         return self.getCandidateLabels()
@@ -119,4 +141,6 @@ class CLIPForZeroShotClassification(ImageClassifierModel, HasCandidateLabelsProp
     def _job(self, model_ref: str) -> ClassifyJob:
         labels = self._required_labels()  # first: the checks below count the candidate labels
         job = super()._job(model_ref)
-        return dataclasses.replace(job, candidate_labels=tuple(labels))
+        return dataclasses.replace(
+            job, candidate_labels=tuple(labels), prompt_template=self.getPromptTemplate()
+        )

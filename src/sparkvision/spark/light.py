@@ -273,7 +273,11 @@ class LightPipeline:
     def _classify(stage: ImageClassifierModel, images: list[ImageInput]) -> list[dict[str, Any]]:
         job = stage._job("")
         classifier = worker_classifier(
-            stage._model_dir(), job.preprocess, threads=job.threads or None, decode_workers=None
+            stage._model_dir(),
+            job.preprocess,
+            threads=job.threads or None,
+            decode_workers=None,
+            prompt_template=job.prompt_template,
         )
         return classify_images(
             classifier,
