@@ -447,6 +447,16 @@ class HasCandidateLabelsProperties(Params):
         """Kept for Spark NLP (NLI text models); CLIP does not use it."""
         return self._set(entailmentIdParam=v)
 
+    def getContradictionIdParam(self) -> int | None:
+        return (
+            self.getOrDefault(self.contradictionIdParam)
+            if self.isDefined(self.contradictionIdParam)
+            else None
+        )
+
+    def getEntailmentIdParam(self) -> int | None:
+        return self.getOrDefault(self.entailmentIdParam) if self.isDefined(self.entailmentIdParam) else None
+
 
 # -- ours -------------------------------------------------------------------------------------------
 class HasTopK(Params):

@@ -84,7 +84,7 @@ def _spark_nlp_arguments(master: Any, options: dict[str, Any]) -> tuple[str | No
     ``sparknlp.start(True)`` passes ``gpu`` positionally: a bool master is taken as that.
     """
     if isinstance(master, bool):
-        options = {"gpu": master, **options}
+        options = {**options, "gpu": master}
         master = None
     for name, default in _SPARK_NLP_ONLY.items():
         if name in options and options.pop(name) != default:
