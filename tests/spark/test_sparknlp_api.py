@@ -337,3 +337,57 @@ def test_load_images_as_bytes_rows_are_decoded_as_files(spark, light_model, imag
         assert annotation.result == expected.result  # decoded from the file bytes, as binaryFile rows are
         confidence = float(expected.metadata["confidence"])
         assert float(annotation.metadata["confidence"]) == pytest.approx(confidence, abs=1e-5)
+
+
+# -- pretrained(): Spark NLP Models Hub names ------------------------------------------------------------
+def _spark_nlp_catalogue() -> list[dict[str, Any]]:
+    import json
+    from importlib import resources
+
+    data = json.loads(
+        resources.files("sparkvision").joinpath("data/catalogue.json").read_text(encoding="utf-8")
+    )
+    return [m for m in data["models"] if "_spark_nlp" in m]
+
+
+STAGE_FOR_TASK = {"classification": ViTForImageClassification, "zero-shot": CLIPForZeroShotClassification}
+
+
+def test_pretrained_knows_spark_nlp_models_hub_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("SPARKVISION_OFFLINE", "1")
+    mapped = _spark_nlp_catalogue()
+    assert len(mapped) >= 10
+    for model in mapped:
+        name, repo = model["_spark_nlp"]["name"], model["builder_args"]["repo_id"]
+        assert model["_spark_nlp"]["page"].startswith("https://sparknlp.org/"), name  # the cited source
+        # Offline the build cannot run: the error names the Hugging Face origin and the import command.
+        with pytest.raises(sparkvision.ModelNotFoundError) as caught:
+            STAGE_FOR_TASK[model["task"]].pretrained(name, "en")
+        message = str(caught.value)
+        assert repo in message and "sparkvision import" in message, name
+
+
+def test_pretrained_lang_remote_loc_engine_and_unknown_names(tmp_path, monkeypatch, tiny_model):
+    import shutil
+
+    from sparkvision.models.store import cached_model_dir
+
+    monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path / "home"))
+    shutil.copytree(
+        tiny_model, cached_model_dir("image_classifier_vit_my_own")
+    )  # a copy imported under that name
+    stage = ViTForImageClassification.pretrained("image_classifier_vit_my_own", "en", "public/models")
+    assert stage.getClasses()[0] == "tabby"
+    assert (
+        SwinForImageClassification.pretrained("image_classifier_vit_my_own", engine="openvino").getEngine()
+        == "onnx"
+    )
+    with pytest.raises(sparkvision.ModelNotFoundError, match="lang='en'"):
+        ViTForImageClassification.pretrained("image_classifier_vit_my_own", "de")
+    with pytest.raises(sparkvision.ModelNotFoundError, match=r"clinical/models.*loadSavedModel"):
+        ViTForImageClassification.pretrained("image_classifier_vit_my_own", "en", "clinical/models")
+    with pytest.raises(
+        sparkvision.ModelNotFoundError, match=r"unknown model.*sparkvision import FOLDER --name"
+    ):
+        ViTForImageClassification.pretrained("image_classifier_vit_nobody_has_this")
