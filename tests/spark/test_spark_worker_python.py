@@ -44,7 +44,7 @@ def _bare_python3(folder: Path) -> Path:
     return folder
 
 
-def test_workers_run_the_venv_python_when_it_is_not_on_path(tmp_path):
+def test_workers_run_the_venv_python_when_it_is_not_on_path(tmp_path, lite0_stage):
     python = _venv_python(tmp_path / "venv")
     model = write_tiny_model(tmp_path / "tiny")
     image = EXAMPLES / "chelsea.jpg"
@@ -57,7 +57,7 @@ def test_workers_run_the_venv_python_when_it_is_not_on_path(tmp_path):
     env.update(PATH=f"{bare}{os.pathsep}/usr/bin{os.pathsep}/bin", SPARK_LOCAL_IP="127.0.0.1")
     output = tmp_path / "report.json"
     completed = subprocess.run(
-        [str(python), str(JOB), str(model), str(image), str(output)],
+        [str(python), str(JOB), str(model), str(image), str(output), str(EXAMPLES)],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -73,3 +73,6 @@ def test_workers_run_the_venv_python_when_it_is_not_on_path(tmp_path):
     assert report["worker_python"] == str(python)
     [expected] = Classifier(model).classify([image], top_k=1)
     assert report["result"] == [expected.label]
+    # The README's documented example (EfficientNet-Lite0, already in this session's cache) runs too.
+    example = report["documented_example"]
+    assert (example["coffee.jpg"], example["camera.png"]) == ("espresso", "tripod")

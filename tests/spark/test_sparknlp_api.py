@@ -383,9 +383,9 @@ def test_pretrained_lang_remote_loc_engine_and_unknown_names(tmp_path, monkeypat
         SwinForImageClassification.pretrained("image_classifier_vit_my_own", engine="openvino").getEngine()
         == "onnx"
     )
-    with pytest.raises(sparkvision.ModelNotFoundError, match="lang='en'"):
+    with pytest.raises(ConfigError, match="lang='en'"):
         ViTForImageClassification.pretrained("image_classifier_vit_my_own", "de")
-    with pytest.raises(sparkvision.ModelNotFoundError, match=r"clinical/models.*loadSavedModel"):
+    with pytest.raises(ConfigError, match=r"remote_loc='clinical/models'.*loadSavedModel"):
         ViTForImageClassification.pretrained("image_classifier_vit_my_own", "en", "clinical/models")
     with pytest.raises(
         sparkvision.ModelNotFoundError, match=r"unknown model.*sparkvision import FOLDER --name"

@@ -208,7 +208,9 @@ def _from_image_struct(image: Column, text: Column) -> Column:
     (:meth:`ImageAssembler.loadImagesAsBytes`), marked so the classifiers decode it.
     """
     raw_size = image["height"] * image["width"] * image["nChannels"]
-    encoded = F.coalesce(F.length(image["data"]) != raw_size, F.lit(False))
+    # Rows Spark could not decode (size -1, no data) stay raw, so the classifier says what happened.
+    valid = (image["height"] > 0) & (image["width"] > 0) & (F.length(image["data"]) > 0)
+    encoded = F.coalesce(valid & (F.length(image["data"]) != raw_size), F.lit(False))
     metadata = F.when(encoded, F.create_map(F.lit("encoding"), F.lit(ENCODED_FILE))).otherwise(
         _empty_metadata()
     )

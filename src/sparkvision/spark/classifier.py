@@ -274,13 +274,13 @@ class ImageClassifierModel(
                 "%s.pretrained: engine=%r is ignored; sparkvision runs ONNX Runtime", cls.__name__, engine
             )
         if lang not in ("en", "xx"):
-            raise ModelNotFoundError(
-                f"no {lang!r} image models: Spark NLP publishes its image classifiers under lang='en'; "
+            raise ConfigError(
+                f"lang={lang!r}: there are no such image models; Spark NLP publishes its image classifiers under lang='en'; "
                 f"call pretrained({name!r}, 'en')"
             )
         if remote_loc not in (None, "", "public/models"):
-            raise ModelNotFoundError(
-                f"models in {remote_loc!r} cannot be fetched: sparkvision maps Spark NLP's open-source models "
+            raise ConfigError(
+                f"remote_loc={remote_loc!r}: models there cannot be fetched; sparkvision maps Spark NLP's open-source models "
                 "(public/models) to their Hugging Face origin. Export the model you have (a Hugging Face "
                 "checkpoint, or a Spark NLP ONNX export folder with model.onnx and assets/) and load it with "
                 "loadSavedModel(folder, spark), or `sparkvision import FOLDER --name NAME` then pretrained(NAME)"
