@@ -61,11 +61,21 @@ __all__ = [
     "__version__",
     "list_models",
     "load",
+    "start",
+    "version",
 ]
 
 
 def start(*args, **kwargs):  # pragma: no cover - thin re-export, documented in sparkvision.spark
-    """Start a SparkSession configured for sparkvision (needs ``pip install 'sparkvision[spark]'``)."""
+    """Start a SparkSession configured for sparkvision (needs ``pip install 'sparkvision[spark]'``).
+
+    Takes :func:`sparkvision.spark.session.start`'s arguments, which include ``sparknlp.start()``'s.
+    """
     from .spark.session import start as _start
 
     return _start(*args, **kwargs)
+
+
+def version() -> str:
+    """The installed sparkvision version (as ``sparknlp.version()`` gives Spark NLP's)."""
+    return __version__

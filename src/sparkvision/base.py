@@ -1,11 +1,14 @@
 """Spark NLP's ``sparknlp.base`` for images: ``from sparkvision.base import *``.
 
-Gives :class:`ImageAssembler` (images → image annotations), :class:`LightPipeline` (a fitted pipeline
-run in-process), the annotation classes, and :func:`prediction_columns` (annotations → plain
-columns). Needs ``pip install 'sparkvision[spark]'``.
+Gives what Spark NLP's does for image pipelines: :class:`ImageAssembler` (images → image annotations),
+:class:`LightPipeline` (a fitted pipeline run in-process), ``Pipeline`` and ``PipelineModel`` (pyspark's,
+as ``sparknlp.base`` re-exports them), the annotation classes; and ours: :func:`prediction_columns`
+(annotations → plain columns) and the image readers. Needs ``pip install 'sparkvision[spark]'``.
 """
 
 from __future__ import annotations
+
+from pyspark.ml import Pipeline, PipelineModel
 
 from .spark.annotations import Annotation, AnnotationImage
 from .spark.assembler import ImageAssembler
@@ -17,6 +20,8 @@ __all__ = [
     "AnnotationImage",
     "ImageAssembler",
     "LightPipeline",
+    "Pipeline",
+    "PipelineModel",
     "prediction_columns",
     "read_image_stream",
     "read_images",

@@ -77,7 +77,7 @@ def test_cli_spark_writes_the_same_outputs(spark, lite0_stage, image_dirs, tmp_p
     folder = str(image_dirs["mixed"])
     args = ["classify", folder, str(tmp_path / "missing.jpg"), "-f", "json", "-k", "2", "-q"]
     embedded = runner.invoke(cli, args)
-    through_spark = runner.invoke(cli, [*args, "--spark", "local[2]"])
+    through_spark = runner.invoke(cli, [*args, "--spark-master", "local[2]"])
     assert embedded.exit_code == 0 and through_spark.exit_code == 0, through_spark.output
     want, got = json.loads(embedded.stdout), json.loads(through_spark.stdout)
     assert got[-1]["path"].endswith("missing.jpg") and "not found" in got[-1]["error"]  # a row, not an abort
@@ -86,7 +86,7 @@ def test_cli_spark_writes_the_same_outputs(spark, lite0_stage, image_dirs, tmp_p
         assert (a["labels"], a["class_ids"], a["error"]) == (b["labels"], b["class_ids"], b["error"])
         np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
     out = tmp_path / "out.parquet"
-    result = runner.invoke(cli, [*args[:3], "-f", "parquet", "-o", str(out), "--spark", "local[2]"])
+    result = runner.invoke(cli, [*args[:3], "-f", "parquet", "-o", str(out), "--spark-master", "local[2]"])
     assert result.exit_code == 0, result.output
     table = pq.read_table(out).to_pylist()
     assert [r["path"] for r in table] == [r["path"] for r in want]

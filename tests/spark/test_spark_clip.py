@@ -3,13 +3,12 @@ imported with ``import_model``, scored by Spark exactly as the embedded ``Classi
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
+from spark_helpers import PRE_CLIP, tiny_clip_checkpoint
 
 import sparkvision
 from sparkvision import Classifier
@@ -24,42 +23,11 @@ pytest.importorskip("tokenizers")
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 LABELS = ["cat", "rocket", "cup of coffee"]
-PRE_CLIP = {"feature_extractor_type": "CLIPFeatureExtractor", "crop_size": 224, "do_center_crop": True,
-            "do_normalize": True, "do_resize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
-            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 224}  # fmt: skip
-
-
-def _tiny_clip_checkpoint(directory: Path) -> Path:
-    """A randomly initialised CLIPModel with CLIP's tokenizer structure (byte-level BPE, tiny vocab)."""
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    alphabet = sorted(ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    vocab.update({ch + "</w>": len(alphabet) + i for i, ch in enumerate(alphabet)})
-    merges = [("a", "t</w>"), ("c", "at</w>"), ("p", "h"), ("ph", "o"), ("t", "o</w>"), ("pho", "to</w>")]
-    for left, right in merges:
-        vocab[left + right] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=merges)
-    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
-    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 224, "patch_size": 32}  # fmt: skip
-    torch.manual_seed(0)
-    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    model = transformers.CLIPModel(config).eval()
-    model.logit_scale.data.fill_(math.log(100.0))  # the trained CLIP's scale: scores far from flat
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    (directory / "preprocessor_config.json").write_text(json.dumps(PRE_CLIP))
-    return directory
 
 
 @pytest.fixture(scope="module")
 def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_clip_checkpoint(tmp_path_factory.mktemp("clip") / "tiny_clip_checkpoint")
+    return tiny_clip_checkpoint(tmp_path_factory.mktemp("clip") / "tiny_clip_checkpoint")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +43,8 @@ def clip_home(clip_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def clip_stage(clip_home: Path) -> CLIPForZeroShotClassification:
-    return CLIPForZeroShotClassification.pretrained(name="zero_shot_classifier_clip_vit_base_patch32")
+    stage = CLIPForZeroShotClassification.pretrained(name="zero_shot_classifier_clip_vit_base_patch32")
+    return stage.setPromptTemplate("a photo of a {}")  # the embedded Classifier's prompt, for comparisons
 
 
 def _embedded(model_dir: Path, files: list[Path], labels: list[str], top_k: int) -> dict[str, Any]:
@@ -99,7 +68,7 @@ def _assert_matches(annotation: Any, prediction: Any) -> None:
 def test_defaults_params_and_label_validation(clip_stage: CLIPForZeroShotClassification, clip_home: Path):
     bare = CLIPForZeroShotClassification()
     assert bare.getCandidateLabels() == [] and bare.getTopK() == 5 and bare.getBatchSize() == 2
-    assert bare.getResample() == 3 and bare.getResizeMode() == "crop"
+    assert bare.getResample() == 2 and bare.getResizeMode() == "crop"  # Spark NLP's default: bilinear
     assert bare.getImageMean() == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     stage = clip_stage.copy()
     assert stage.getModelPath() == str(clip_home) and stage.getClasses() == []

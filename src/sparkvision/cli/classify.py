@@ -63,12 +63,16 @@ def register(group: click.Group) -> None:
 @quiet_option()
 @click.option(
     "--spark",
+    "use_spark",
+    is_flag=True,
+    help="Run the job through Spark (local[*]); needs sparkvision[spark].",
+)
+@click.option(
+    "--spark-master",
     "spark_master",
-    is_flag=False,
-    flag_value="local[*]",
     default=None,
-    metavar="[MASTER]",
-    help="Run the job through Spark (default master local[*]); needs sparkvision[spark].",
+    metavar="URL",
+    help="Spark master for the job (implies --spark): local[4], spark://host:7077, yarn, ...",
 )
 def classify(
     paths: tuple[str, ...],
@@ -84,6 +88,7 @@ def classify(
     strict: bool,
     progress: bool | None,
     quiet: bool,
+    use_spark: bool,
     spark_master: str | None,
 ) -> None:
     """Classify images: files, folders (image files inside), or both.
@@ -97,6 +102,8 @@ def classify(
     from ..outputs import open_writer
 
     threshold = check_threshold(threshold)
+    if use_spark and spark_master is None:
+        spark_master = "local[*]"  # --spark alone: every core of this machine
     labels = parse_candidate_labels(candidate_labels) if candidate_labels is not None else None
     show_progress = sys.stderr.isatty() if progress is None else progress
     # Counting the inputs lists the folders once more: only worth it for the bar's total and ETA.

@@ -48,7 +48,8 @@ IMAGENET_1K = "imagenet-1k"
 
 def source_kind(source: str | Path) -> str:
     """What ``source`` is: ``"model-dir"``, ``"huggingface"``, ``"vision-encoder-decoder"`` (a Hugging Face
-    captioning checkpoint), ``"timm-dir"``, ``"timm"``, ``"onnx"``, ``"hub"`` (``hf:org/repo``) or
+    captioning checkpoint), ``"timm-dir"``, ``"timm"``, ``"onnx"``, ``"sparknlp-export"`` (Spark NLP's
+    ONNX export folder), ``"hub"`` (``hf:org/repo``) or
     ``"catalogue"`` (a name)."""
     text = str(source)
     if text.startswith("timm:"):
@@ -59,6 +60,10 @@ def source_kind(source: str | Path) -> str:
     if path.is_dir():
         if is_model_dir(path):
             return "model-dir"
+        from .sparknlp_export import is_sparknlp_export
+
+        if is_sparknlp_export(path):
+            return "sparknlp-export"
         config = path / "config.json"
         if config.is_file():
             import json
@@ -191,6 +196,10 @@ def _builder(kind: str, source: str | Path, name: str, **options: object):  # ty
     license = options["license"]
 
     def build(directory: Path) -> ModelSpec:
+        if kind == "sparknlp-export":
+            from .sparknlp_export import import_sparknlp_export
+
+            return import_sparknlp_export(Path(source), directory, name=name, license=license)  # type: ignore[arg-type]
         if kind in ("huggingface", "hub", "vision-encoder-decoder"):
             from .huggingface import import_hf_checkpoint
 
@@ -307,6 +316,8 @@ def _source_digest(source: str | Path, kind: str, weights: str | Path | None) ->
             return sha256_files([_hub_directory(Path(source))[0]])
         if kind == "onnx":
             return sha256_files([Path(source)])
+        if kind == "sparknlp-export":
+            return sha256_files([Path(source) / "model.onnx"])
     except (ModelImportError, OSError):
         return None
     return None

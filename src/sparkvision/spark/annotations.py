@@ -14,7 +14,10 @@ Category annotation (classifier output), one per image::
     array<struct<annotatorType: "category", begin: int, end: int, result: string,
                  metadata: map<string,string>, embeddings: array<float>>>
 
-``result`` is the top label (empty for an image that could not be read). ``metadata`` holds:
+``result`` is the top label (empty for an image that could not be read); ``begin`` is 0 and ``end``
+``len(result) - 1``, as Spark NLP sets them. ``metadata`` holds:
+
+* ``image``: ``"0"``, the index of the image annotation classified (Spark NLP's key);
 
 * ``confidence``: the top-1 score;
 * the ranked top-k: ``label_1``/``score_1``/``class_id_1`` ... ``label_K``..., with ``top_k`` = K
@@ -44,6 +47,8 @@ from ..results import Prediction
 __all__ = [
     "CATEGORY",
     "CATEGORY_ANNOTATION",
+    "CATEGORY_ANNOTATIONS",
+    "CATEGORY_ANNOTATION_FROM_PYTHON",
     "ENCODED_FILE",
     "IMAGE",
     "IMAGE_ANNOTATION",
@@ -51,6 +56,7 @@ __all__ = [
     "AnnotationImage",
     "ImageInput",
     "category_annotation",
+    "category_annotations_column",
     "is_annotation_array",
     "is_image_struct",
 ]
@@ -76,16 +82,42 @@ IMAGE_ANNOTATION = T.StructType(
     ]
 )
 
+#: Spark NLP's ``Annotation.dataType``, nullability included: ``begin``/``end`` are never null and
+#: ``embeddings`` never holds a null.
 CATEGORY_ANNOTATION = T.StructType(
     [
-        T.StructField("annotatorType", T.StringType()),
-        T.StructField("begin", T.IntegerType()),
-        T.StructField("end", T.IntegerType()),
-        T.StructField("result", T.StringType()),
-        T.StructField("metadata", _STRING_MAP),
-        T.StructField("embeddings", T.ArrayType(T.FloatType())),
+        T.StructField("annotatorType", T.StringType(), nullable=True),
+        T.StructField("begin", T.IntegerType(), nullable=False),
+        T.StructField("end", T.IntegerType(), nullable=False),
+        T.StructField("result", T.StringType(), nullable=True),
+        T.StructField("metadata", _STRING_MAP, nullable=True),
+        T.StructField("embeddings", T.ArrayType(T.FloatType(), containsNull=False), nullable=True),
     ]
 )
+
+#: What the executors' pandas UDF declares: Arrow output from pandas is nullable, so ``begin``/``end``
+#: are made non-null afterwards by :func:`category_annotations_column`.
+CATEGORY_ANNOTATION_FROM_PYTHON = T.StructType(
+    [T.StructField(f.name, f.dataType, nullable=True) for f in CATEGORY_ANNOTATION.fields]
+)
+#: Spark NLP's ``Annotation.arrayType``: the annotation column's type.
+CATEGORY_ANNOTATIONS = T.ArrayType(CATEGORY_ANNOTATION, containsNull=True)
+
+
+def category_annotations_column(raw: Any) -> Any:
+    """The annotation column (``CATEGORY_ANNOTATIONS``) from the UDF's one-struct-per-row output."""
+    from pyspark.sql import functions as F
+
+    annotation = F.struct(
+        raw["annotatorType"].alias("annotatorType"),
+        F.coalesce(raw["begin"], F.lit(0)).alias("begin"),
+        F.coalesce(raw["end"], F.lit(-1)).alias("end"),
+        raw["result"].alias("result"),
+        raw["metadata"].alias("metadata"),
+        raw["embeddings"].alias("embeddings"),
+    )
+    return F.array(annotation).cast(CATEGORY_ANNOTATIONS)
+
 
 # Spark's image data source: struct<origin, height, width, nChannels, mode, data>.
 _IMAGE_STRUCT_FIELDS = {
@@ -203,7 +235,7 @@ def _score_text(score: float) -> str:
 
 def category_annotation(image: ImageInput, prediction: Prediction) -> dict[str, Any]:
     """The category annotation (as a plain dict, the shape Arrow wants) for one prediction."""
-    metadata: dict[str, str] = {}
+    metadata: dict[str, str] = {"image": "0"}
     if prediction.ok:
         for label, score in zip(prediction.labels, prediction.scores):
             metadata.setdefault(label, _score_text(score))
@@ -220,11 +252,12 @@ def category_annotation(image: ImageInput, prediction: Prediction) -> dict[str, 
         metadata["error"] = prediction.error or "unknown error"
     metadata.update(_image_metadata(image, prediction))
     embedding = prediction.embedding
+    result = prediction.label or ""
     return {
         "annotatorType": CATEGORY,
         "begin": 0,
-        "end": 0,
-        "result": prediction.label or "",
+        "end": len(result) - 1,
+        "result": result,
         "metadata": metadata,
         "embeddings": [] if embedding is None else [float(v) for v in embedding],
     }

@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pyspark import keyword_only
@@ -58,10 +58,11 @@ from ..tasks.classification import Classifier
 from ..training.dataset import LabelledImages, check_label, discover_dataset
 from ..training.head import DEFAULT_HEAD, HEAD_KINDS, LOGISTIC_C_GRID, HeadFit, LinearHead, fit_head
 from ..training.trainer import check_target, export_trained_model, stratified_split
-from .annotations import IMAGE, is_annotation_array
+from .annotations import CATEGORY, IMAGE, is_annotation_array
 from .assembler import ImageAssembler
 from .classifier import ImageClassifierModel
 from .functions import read_images
+from .params import AnnotatorProperties, HasBatchedAnnotateImage, HasOnnxThreads, HasTopK, at_least
 
 __all__ = ["ImageClassifierApproach", "read_labelled_images"]
 
@@ -97,7 +98,15 @@ def _class_folder(data: LabelledImages, label: str) -> Path:
     return data.root / first.relative_to(data.root).parts[0]
 
 
-class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+class ImageClassifierApproach(
+    Estimator,
+    AnnotatorProperties,
+    HasBatchedAnnotateImage,
+    HasOnnxThreads,
+    HasTopK,
+    DefaultParamsReadable,
+    DefaultParamsWritable,
+):
     """Fits an image classifier for the labels of ``labelCol`` (see the module docstring).
 
     Params: ``inputCols`` (image annotation column, default ``["image_assembler"]``; a raw Spark
@@ -112,15 +121,10 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
     ``topK`` (the returned stage's; 0: min(5, classes)).
     """
 
-    inputCols: Param[list[str]] = Param(
-        Params._dummy(),
-        "inputCols",
-        "image annotation column (or a raw image column)",
-        TypeConverters.toListString,
-    )
-    outputCol: Param[str] = Param(
-        Params._dummy(), "outputCol", "output column of the fitted stage", TypeConverters.toString
-    )
+    inputAnnotatorTypes: ClassVar[list[str]] = [IMAGE]
+    outputAnnotatorType: ClassVar[str] = CATEGORY
+    min_top_k = 0  # 0: min(5, classes)
+
     labelCol: Param[str] = Param(
         Params._dummy(), "labelCol", "column holding each image's class label", TypeConverters.toString
     )
@@ -175,21 +179,6 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
         "MLlib head: L2 regularisation (0: chosen on the validation split from a grid)",
         TypeConverters.toFloat,
     )
-    batchSize: Param[int] = Param(
-        Params._dummy(), "batchSize", "images per inference batch", TypeConverters.toInt
-    )
-    onnxThreads: Param[int] = Param(
-        Params._dummy(),
-        "onnxThreads",
-        "ONNX Runtime threads per task (0: spark.task.cpus)",
-        TypeConverters.toInt,
-    )
-    topK: Param[int] = Param(
-        Params._dummy(),
-        "topK",
-        "labels kept per image by the fitted stage (0: min(5, classes))",
-        TypeConverters.toInt,
-    )
 
     @keyword_only
     def __init__(
@@ -224,19 +213,6 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
         self._set(**kwargs)
 
     # -- params: setters validate and return self; getters always work ------------------------------
-    def setInputCols(self, *value: Any) -> ImageClassifierApproach:
-        cols = list(value[0]) if len(value) == 1 and isinstance(value[0], (list, tuple)) else list(value)
-        return self._set(inputCols=cols)
-
-    def getInputCols(self) -> list[str]:
-        return self.getOrDefault(self.inputCols)
-
-    def setOutputCol(self, value: str) -> ImageClassifierApproach:
-        return self._set(outputCol=value)
-
-    def getOutputCol(self) -> str:
-        return self.getOrDefault(self.outputCol)
-
     def setLabelCol(self, value: str) -> ImageClassifierApproach:
         return self._set(labelCol=value)
 
@@ -278,7 +254,7 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
         return self.getOrDefault(self.seed)
 
     def setEpochs(self, value: int) -> ImageClassifierApproach:
-        return self._set(epochs=_at_least(0, value, "epochs"))
+        return self._set(epochs=at_least(0, value, "epochs"))
 
     def getEpochs(self) -> int:
         return self.getOrDefault(self.epochs)
@@ -300,7 +276,7 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
         return self.getOrDefault(self.headTrainer)
 
     def setMaxCollectRows(self, value: int) -> ImageClassifierApproach:
-        return self._set(maxCollectRows=_at_least(0, value, "maxCollectRows"))
+        return self._set(maxCollectRows=at_least(0, value, "maxCollectRows"))
 
     def getMaxCollectRows(self) -> int:
         return self.getOrDefault(self.maxCollectRows)
@@ -312,24 +288,6 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
 
     def getRegParam(self) -> float:
         return self.getOrDefault(self.regParam)
-
-    def setBatchSize(self, value: int) -> ImageClassifierApproach:
-        return self._set(batchSize=_at_least(1, value, "batchSize"))
-
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batchSize)
-
-    def setOnnxThreads(self, value: int) -> ImageClassifierApproach:
-        return self._set(onnxThreads=_at_least(0, value, "onnxThreads"))
-
-    def getOnnxThreads(self) -> int:
-        return self.getOrDefault(self.onnxThreads)
-
-    def setTopK(self, value: int) -> ImageClassifierApproach:
-        return self._set(topK=_at_least(0, value, "topK"))
-
-    def getTopK(self) -> int:
-        return self.getOrDefault(self.topK)
 
     # -- fit ----------------------------------------------------------------------------------------
     def _image_column(self, dataset: DataFrame) -> tuple[DataFrame, str]:
@@ -563,13 +521,6 @@ class ImageClassifierApproach(Estimator, DefaultParamsReadable, DefaultParamsWri
             return classes, fit, counts, failed
         finally:
             rows.unpersist()
-
-
-def _at_least(minimum: int, value: Any, name: str) -> int:
-    number = TypeConverters.toInt(value)
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value!r}")
-    return number
 
 
 def _counts(classes: tuple[str, ...], y: np.ndarray) -> dict[str, int]:

@@ -19,11 +19,13 @@ Example::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -44,7 +46,15 @@ class ImageAssembler(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     Params: ``inputCol`` (default ``"image"``), ``outputCol`` (default ``"image_assembler"``),
     ``textCol`` (optional string column copied into each annotation's ``text``, e.g. a prompt) and
     ``originCol`` (string column giving the origin of ``binaryFile`` rows, default ``"path"``).
+
+    An image struct whose ``data`` holds the encoded file rather than raw pixels (as
+    :meth:`loadImagesAsBytes` gives it: its length is not height × width × channels) is marked as an
+    encoded file, so the classifiers decode it from the bytes.
     """
+
+    #: Spark NLP's class attributes.
+    name: ClassVar[str] = "ImageAssembler"
+    outputAnnotatorType: ClassVar[str] = IMAGE
 
     inputCol: Param[str] = Param(
         Params._dummy(),
@@ -81,6 +91,39 @@ class ImageAssembler(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         self._setDefault(inputCol="image", outputCol="image_assembler", originCol="path")
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         self._set(**kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        inputCol: str | None = None,
+        outputCol: str | None = None,
+        textCol: str | None = None,
+        originCol: str | None = None,
+    ) -> ImageAssembler:
+        """Set several params at once (keywords only), as Spark NLP's ``setParams``."""
+        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    @classmethod
+    def loadImagesAsBytes(cls, spark: SparkSession, path: str) -> DataFrame:
+        """Spark NLP's reader: ``spark.read.format("image")`` rows whose ``image.data`` is replaced by
+        the encoded file (JPEG, PNG, GIF, BMP). This stage takes such rows as encoded files; reading
+        ``spark.read.format("binaryFile")`` directly does the same with one read instead of two."""
+        images = spark.read.format("image").option("dropInvalid", True).load(path)
+        files = (
+            spark.read.format("binaryFile")
+            .option("pathGlobFilter", "*.{jpeg,jpg,png,gif,bmp,JPEG,JPG,PNG,GIF,BMP}")
+            .load(path)
+            # binaryFile writes file:/x where the image source writes file:///x
+            .select(
+                F.regexp_replace("path", "^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)", "$1:///").alias("path"),
+                "content",
+            )
+        )
+        joined = images.join(files, images["image.origin"] == files["path"], "inner")
+        return joined.withColumn("image", joined["image"].withField("data", joined["content"])).drop(
+            "path", "content"
+        )
 
     # -- params -----------------------------------------------------------------------------------
     def setInputCol(self, value: str) -> ImageAssembler:
@@ -159,7 +202,18 @@ def _empty_metadata() -> Column:
 
 
 def _from_image_struct(image: Column, text: Column) -> Column:
-    """One annotation per row; a null image keeps its row with null pixels (an error downstream)."""
+    """One annotation per row; a null image keeps its row with null pixels (an error downstream).
+
+    Raw pixels are exactly height × width × channels bytes; anything else is an encoded file
+    (:meth:`ImageAssembler.loadImagesAsBytes`), marked so the classifiers decode it.
+    """
+    raw_size = image["height"] * image["width"] * image["nChannels"]
+    # Rows Spark could not decode (size -1, no data) stay raw, so the classifier says what happened.
+    valid = (image["height"] > 0) & (image["width"] > 0) & (F.length(image["data"]) > 0)
+    encoded = F.coalesce(valid & (F.length(image["data"]) != raw_size), F.lit(False))
+    metadata = F.when(encoded, F.create_map(F.lit("encoding"), F.lit(ENCODED_FILE))).otherwise(
+        _empty_metadata()
+    )
     return F.array(
         F.struct(
             F.lit(IMAGE).alias("annotatorType"),
@@ -169,7 +223,7 @@ def _from_image_struct(image: Column, text: Column) -> Column:
             F.coalesce(image["nChannels"], F.lit(-1)).alias("nChannels"),
             F.coalesce(image["mode"], F.lit(-1)).alias("mode"),
             image["data"].alias("result"),
-            _empty_metadata().alias("metadata"),
+            metadata.alias("metadata"),
             text.alias("text"),
         )
     )

@@ -1,4 +1,4 @@
-"""The CLI's ``classify --spark [MASTER]`` job: the same files, the same predictions, through Spark.
+"""The CLI's ``classify --spark`` / ``--spark-master URL`` job: the same files, the same predictions, through Spark.
 
 The paths are expanded on the driver exactly as the embedded path expands them (same files, same
 order), read with ``binaryFile``, classified by the same stages a user would build, and collected back

@@ -43,14 +43,28 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ..errors import ConfigError, ModelFormatError, ModelImportError, ModelNotFoundError
-from ..models.catalogue import DEFAULT_MODEL, list_models, resolve_model
+from ..models.catalogue import DEFAULT_MODEL, get_entry, list_models, resolve_model
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import is_model_dir, load_model_dir
 from ..options import resolve_top_k
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PIL_CODE_TO_INTERPOLATION, PreprocessSpec
-from .annotations import CATEGORY, ENCODED_FILE, IMAGE, is_annotation_array
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .annotations import CATEGORY, ENCODED_FILE, IMAGE, category_annotations_column, is_annotation_array
 from .inference import ClassifyJob, make_classify_udf
+from .params import (
+    PREPROCESS_FIELDS,
+    AnnotatorProperties,
+    HasBatchedAnnotateImage,
+    HasConfigProtoBytes,
+    HasCropPct,
+    HasEngine,
+    HasImageFeatureProperties,
+    HasOnnxThreads,
+    HasRescaleFactor,
+    HasTopK,
+    ParamValueAccess,
+)
 from .shipping import copy_model_to, local_model_from, ship_model_dir
+from .workers import check_workers
 
 __all__ = [
     "ConvNextForImageClassification",
@@ -63,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_INTERPOLATION_TO_PIL_CODE = {name: code for code, name in PIL_CODE_TO_INTERPOLATION.items()}
 _MODEL_SUBDIR = "model"
 
 
@@ -145,11 +158,21 @@ def _available_models() -> str:
     return ", ".join(row.name for row in list_models()) or "none"
 
 
-def _float_list(value: Any) -> list[float]:
-    return TypeConverters.toListFloat(value)
-
-
-class ImageClassifierModel(Model, MLReadable, MLWritable):
+class ImageClassifierModel(
+    Model,
+    AnnotatorProperties,
+    HasBatchedAnnotateImage,
+    HasImageFeatureProperties,
+    HasRescaleFactor,
+    HasCropPct,
+    HasEngine,
+    HasConfigProtoBytes,
+    HasTopK,
+    HasOnnxThreads,
+    ParamValueAccess,
+    MLReadable,
+    MLWritable,
+):
     """Classifies the images of an image annotation column (see the module docstring)."""
 
     #: Family of the models this class is meant for (``None``: any).
@@ -166,69 +189,16 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
         "resizeMode": "squash",
     }
 
-    inputCols: Param[list[str]] = Param(
-        Params._dummy(), "inputCols", "image annotation column", typeConverter=TypeConverters.toListString
-    )
-    outputCol: Param[str] = Param(
-        Params._dummy(), "outputCol", "category annotation column to create", TypeConverters.toString
-    )
-    batchSize: Param[int] = Param(
-        Params._dummy(), "batchSize", "images per inference batch within a partition", TypeConverters.toInt
-    )
-    doResize: Param[bool] = Param(
-        Params._dummy(),
-        "doResize",
-        "resize the image (else it must be size × size)",
-        TypeConverters.toBoolean,
-    )
-    doNormalize: Param[bool] = Param(
-        Params._dummy(), "doNormalize", "normalise with imageMean / imageStd", TypeConverters.toBoolean
-    )
-    size: Param[int] = Param(Params._dummy(), "size", "side of the model input, pixels", TypeConverters.toInt)
-    imageMean: Param[list[float]] = Param(
-        Params._dummy(), "imageMean", "per-channel (RGB) mean on rescaled pixels", TypeConverters.toListFloat
-    )
-    imageStd: Param[list[float]] = Param(
-        Params._dummy(), "imageStd", "per-channel (RGB) std on rescaled pixels", TypeConverters.toListFloat
-    )
-    resample: Param[int] = Param(
-        Params._dummy(),
-        "resample",
-        "Pillow resampling filter: 0 nearest, 2 bilinear, 3 bicubic (1 lanczos, 4 box, 5 hamming)",
-        TypeConverters.toInt,
-    )
-    doRescale: Param[bool] = Param(
-        Params._dummy(), "doRescale", "multiply pixels (0-255) by rescaleFactor", TypeConverters.toBoolean
-    )
-    rescaleFactor: Param[float] = Param(
-        Params._dummy(), "rescaleFactor", "pixel scale factor (1/255)", TypeConverters.toFloat
-    )
-    cropPct: Param[float] = Param(
-        Params._dummy(),
-        "cropPct",
-        "fraction kept by the centre crop: the short side is resized to size / cropPct",
-        TypeConverters.toFloat,
-    )
-    resizeMode: Param[str] = Param(
-        Params._dummy(),
-        "resizeMode",
-        "'crop' (short side to size/cropPct, centre crop), 'squash' (to size × size) or 'squash_crop'",
-        TypeConverters.toString,
-    )
-    topK: Param[int] = Param(
-        Params._dummy(), "topK", "labels kept per image in the metadata", TypeConverters.toInt
-    )
+    #: Spark NLP's class attributes: the stage's name and its annotation types.
+    name: ClassVar[str] = "ImageClassifierModel"
+    inputAnnotatorTypes: ClassVar[list[str]] = [IMAGE]
+    outputAnnotatorType: ClassVar[str] = CATEGORY
+
     includeEmbeddings: Param[bool] = Param(
         Params._dummy(),
         "includeEmbeddings",
         "fill each annotation's embeddings with the image embedding (models that export one)",
         TypeConverters.toBoolean,
-    )
-    onnxThreads: Param[int] = Param(
-        Params._dummy(),
-        "onnxThreads",
-        "ONNX Runtime threads per task (0: spark.task.cpus)",
-        TypeConverters.toInt,
     )
     modelPath: Param[str] = Param(
         Params._dummy(), "modelPath", "local sparkvision model directory", TypeConverters.toString
@@ -275,37 +245,70 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
     def pretrained(
-        cls, name: str | None = None, lang: str = "en", remote_loc: str | None = None
+        cls,
+        name: str | None = None,
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
     ) -> ImageClassifierModel:
         """A stage for a catalogue or cached model name (default: the class's default model).
 
-        Models come from sparkvision's catalogue and cache (``sparkvision models list``), never from a
-        remote location at run time: ``remote_loc`` must be ``None`` and ``lang`` ``"en"`` (image models
-        have no language; the argument exists for Spark NLP compatibility).
+        Names are sparkvision's (``sparkvision models list``) or Spark NLP Models Hub names of models
+        that came from Hugging Face (``image_classifier_vit_base_patch16_224``, ``clip_vit_large_patch14``,
+        ...): each maps to its Hugging Face repo, converted on first use (once, with network) or found in
+        the cache where it was imported. ``lang`` is ``"en"`` (or ``"xx"``) as for every Spark NLP
+        image model; ``remote_loc`` may name Spark NLP's open-source repository (``"public/models"``),
+        whose models are fetched from their Hugging Face origin; ``engine`` is accepted for Spark NLP
+        scripts (always ONNX Runtime here).
         """
-        if remote_loc is not None:
+        return cls._pretrained(name or cls.default_pretrained, lang, remote_loc, engine)
+
+    @classmethod
+    def _pretrained(cls, name: str, lang: str, remote_loc: str | None, engine: str) -> ImageClassifierModel:
+        if engine not in ("onnx", "openvino", "tensorflow"):
             raise ConfigError(
-                "remote_loc is not supported: sparkvision loads models from its catalogue and cache "
-                "(`sparkvision models list`); import a local checkpoint with loadSavedModel(path, spark)"
+                f"engine must be 'onnx' (or Spark NLP's 'tensorflow'/'openvino'), got {engine!r}"
+            )
+        if engine != "onnx":
+            log.warning(
+                "%s.pretrained: engine=%r is ignored; sparkvision runs ONNX Runtime", cls.__name__, engine
             )
         if lang not in ("en", "xx"):
-            raise ConfigError(f"lang must be 'en' (image models have no language), got {lang!r}")
-        name = name or cls.default_pretrained
+            raise ConfigError(
+                f"lang={lang!r}: there are no such image models; Spark NLP publishes its image classifiers under lang='en'; "
+                f"call pretrained({name!r}, 'en')"
+            )
+        if remote_loc not in (None, "", "public/models"):
+            raise ConfigError(
+                f"remote_loc={remote_loc!r}: models there cannot be fetched; sparkvision maps Spark NLP's open-source models "
+                "(public/models) to their Hugging Face origin. Export the model you have (a Hugging Face "
+                "checkpoint, or a Spark NLP ONNX export folder with model.onnx and assets/) and load it with "
+                "loadSavedModel(folder, spark), or `sparkvision import FOLDER --name NAME` then pretrained(NAME)"
+            )
         try:
             model_dir, spec = resolve_model(name)
         except ModelNotFoundError as exc:
             message = str(exc).rstrip()
             message += "" if message.endswith(".") else "."
-            raise ModelNotFoundError(f"{message} Available models: {_available_models()}.") from exc
+            if get_entry(name) is None:
+                message += (
+                    f" Available models: {_available_models()}. For another Spark NLP Models Hub model, take "
+                    "its Hugging Face checkpoint (the model page's References) or your Spark NLP ONNX export "
+                    f"folder and run `sparkvision import FOLDER --name {name}` (then pretrained({name!r}) finds "
+                    "it), or load the folder directly with loadSavedModel(folder, spark)."
+                )
+            raise ModelNotFoundError(message) from exc
         return cls._from_model(model_dir, spec)
 
     @classmethod
-    def loadSavedModel(cls, folder: str, spark: Any = None) -> ImageClassifierModel:
-        """A stage for a model folder: a sparkvision model directory (local, or on any Hadoop
-        filesystem Spark can read, such as ``hdfs://`` — then ``spark`` is needed to copy it)."""
+    def loadSavedModel(cls, folder: str, spark_session: Any = None) -> ImageClassifierModel:
+        """A stage for a model folder, local or on any Hadoop filesystem Spark can read (``hdfs://``...;
+        then ``spark_session`` is needed to copy it): a sparkvision model directory, a Hugging Face or
+        timm checkpoint, or a Spark NLP ONNX export folder (``model.onnx`` + ``assets/``), the last
+        three converted once into the model cache."""
         text = str(folder)
-        if urlparse(text).scheme not in ("", "file") and spark is not None:
-            text = str(local_model_from(spark, text))
+        if urlparse(text).scheme not in ("", "file") and spark_session is not None:
+            text = str(local_model_from(spark_session, text))
         model_dir, spec = import_saved_model(text.removeprefix("file:"), cls.family)
         return cls._from_model(model_dir, spec)
 
@@ -330,20 +333,11 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
 
     def _load_model_params(self, model_dir: Path, spec: ModelSpec) -> None:
         """Point at a model and set every preprocessing param from its spec."""
-        pre = spec.preprocess
-        self._set(
-            modelPath=str(model_dir),
-            size=pre.size,
-            doResize=pre.do_resize,
-            resizeMode=pre.resize,
-            cropPct=pre.crop_pct,
-            resample=_INTERPOLATION_TO_PIL_CODE[pre.interpolation],
-            doRescale=pre.do_rescale,
-            rescaleFactor=pre.rescale_factor,
-            doNormalize=pre.do_normalize,
-            imageMean=list(pre.mean),
-            imageStd=list(pre.std),
-        )
+        values = {
+            param: to_param(getattr(spec.preprocess, field))
+            for param, (field, _, to_param) in PREPROCESS_FIELDS.items()
+        }
+        self._set(modelPath=str(model_dir), **values)
 
     # -- the model ----------------------------------------------------------------------------------
     def _model_dir(self) -> Path:
@@ -358,20 +352,12 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
         """The model's spec with the current params applied (what ``transform`` will use)."""
         model_dir = self._model_dir()
         spec = _load_spec(model_dir)
+        fields = {
+            field: to_spec(self.getOrDefault(param))
+            for param, (field, to_spec, _) in PREPROCESS_FIELDS.items()
+        }
         try:
-            preprocess = dataclasses.replace(
-                spec.preprocess,
-                size=self.getSize(),
-                resize=self.getResizeMode(),
-                crop_pct=self.getCropPct(),
-                interpolation=PIL_CODE_TO_INTERPOLATION[self.getResample()],
-                do_resize=self.getDoResize(),
-                do_rescale=self.getDoRescale(),
-                rescale_factor=self.getRescaleFactor(),
-                do_normalize=self.getDoNormalize(),
-                mean=tuple(self.getImageMean()),
-                std=tuple(self.getImageStd()),
-            )
+            preprocess = dataclasses.replace(spec.preprocess, **fields)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{type(self).__name__}: invalid preprocessing params: {exc}") from exc
         # Reading the graph costs a parse of the whole file: only when the size differs from the spec's.
@@ -435,6 +421,7 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         input_col, output_col = self._check_columns(dataset)
         job = self._job("")  # validates every param on the driver, before anything is shipped
+        check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
         job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
         image = F.col(input_col)[0]
         row = F.struct(
@@ -446,7 +433,7 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
             image["result"].alias("data"),
             F.coalesce(image["metadata"]["encoding"] == F.lit(ENCODED_FILE), F.lit(False)).alias("encoded"),
         )
-        annotations = F.array(make_classify_udf(job)(row))
+        annotations = category_annotations_column(make_classify_udf(job)(row))
         return dataset.withColumn(
             output_col, annotations.alias(output_col, metadata={"annotatorType": CATEGORY})
         )
@@ -460,116 +447,12 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
     def read(cls) -> MLReader:
         return _ClassifierReader(cls)
 
-    # -- params: setters return self, getters always work -----------------------------------------
-    def setInputCols(self, *value: Any) -> ImageClassifierModel:
-        """Sets the image annotation column: ``setInputCols(["image_assembler"])`` or ``("image_assembler")``."""
-        cols = list(value[0]) if len(value) == 1 and isinstance(value[0], (list, tuple)) else list(value)
-        return self._set(inputCols=cols)
-
-    def getInputCols(self) -> list[str]:
-        return self.getOrDefault(self.inputCols)
-
-    def setOutputCol(self, value: str) -> ImageClassifierModel:
-        return self._set(outputCol=value)
-
-    def getOutputCol(self) -> str:
-        return self.getOrDefault(self.outputCol)
-
-    def setBatchSize(self, value: int) -> ImageClassifierModel:
-        """Images per inference batch within a partition (Spark NLP's default: 2)."""
-        return self._set(batchSize=_at_least(1, value, "batchSize"))
-
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batchSize)
-
-    def setDoResize(self, value: bool) -> ImageClassifierModel:
-        return self._set(doResize=value)
-
-    def getDoResize(self) -> bool:
-        return self.getOrDefault(self.doResize)
-
-    def setDoNormalize(self, value: bool) -> ImageClassifierModel:
-        return self._set(doNormalize=value)
-
-    def getDoNormalize(self) -> bool:
-        return self.getOrDefault(self.doNormalize)
-
-    def setSize(self, value: int) -> ImageClassifierModel:
-        return self._set(size=_at_least(1, value, "size"))
-
-    def getSize(self) -> int:
-        return self.getOrDefault(self.size)
-
-    def setImageMean(self, value: list[float]) -> ImageClassifierModel:
-        return self._set(imageMean=_rgb(value, "imageMean"))
-
-    def getImageMean(self) -> list[float]:
-        return list(self.getOrDefault(self.imageMean))
-
-    def setImageStd(self, value: list[float]) -> ImageClassifierModel:
-        values = _rgb(value, "imageStd")
-        if any(v == 0 for v in values):
-            raise ConfigError("imageStd must not contain zeros")
-        return self._set(imageStd=values)
-
-    def getImageStd(self) -> list[float]:
-        return list(self.getOrDefault(self.imageStd))
-
-    def setResample(self, value: int) -> ImageClassifierModel:
-        if int(value) not in PIL_CODE_TO_INTERPOLATION:
-            raise ConfigError(
-                f"resample must be a Pillow filter code (0 nearest, 2 bilinear, 3 bicubic; 1, 4, 5), got {value!r}"
-            )
-        return self._set(resample=int(value))
-
-    def getResample(self) -> int:
-        return self.getOrDefault(self.resample)
-
-    def setDoRescale(self, value: bool) -> ImageClassifierModel:
-        return self._set(doRescale=value)
-
-    def getDoRescale(self) -> bool:
-        return self.getOrDefault(self.doRescale)
-
-    def setRescaleFactor(self, value: float) -> ImageClassifierModel:
-        return self._set(rescaleFactor=value)
-
-    def getRescaleFactor(self) -> float:
-        return self.getOrDefault(self.rescaleFactor)
-
-    def setCropPct(self, value: float) -> ImageClassifierModel:
-        if not 0 < float(value) <= 1:
-            raise ConfigError(f"cropPct must be in (0, 1], got {value!r}")
-        return self._set(cropPct=value)
-
-    def getCropPct(self) -> float:
-        return self.getOrDefault(self.cropPct)
-
-    def setResizeMode(self, value: str) -> ImageClassifierModel:
-        PreprocessSpec(resize=value)  # type: ignore[arg-type]  # validates the name
-        return self._set(resizeMode=value)
-
-    def getResizeMode(self) -> str:
-        return self.getOrDefault(self.resizeMode)
-
-    def setTopK(self, value: int) -> ImageClassifierModel:
-        """How many labels (with scores) each annotation's metadata keeps, best first."""
-        return self._set(topK=_at_least(1, value, "topK"))
-
-    def getTopK(self) -> int:
-        return self.getOrDefault(self.topK)
-
+    # -- our params (the shared ones come from the mixins in .params) -----------------------------
     def setIncludeEmbeddings(self, value: bool) -> ImageClassifierModel:
         return self._set(includeEmbeddings=value)
 
     def getIncludeEmbeddings(self) -> bool:
         return self.getOrDefault(self.includeEmbeddings)
-
-    def setOnnxThreads(self, value: int) -> ImageClassifierModel:
-        return self._set(onnxThreads=_at_least(0, value, "onnxThreads"))
-
-    def getOnnxThreads(self) -> int:
-        return self.getOrDefault(self.onnxThreads)
 
     def setModelPath(self, value: str) -> ImageClassifierModel:
         """Point at another local model directory (its preprocessing params are loaded too)."""
@@ -579,20 +462,6 @@ class ImageClassifierModel(Model, MLReadable, MLWritable):
 
     def getModelPath(self) -> str:
         return self.getOrDefault(self.modelPath)
-
-
-def _at_least(minimum: int, value: Any, name: str) -> int:
-    number = TypeConverters.toInt(value)
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value!r}")
-    return number
-
-
-def _rgb(value: Any, name: str) -> list[float]:
-    values = _float_list(value)
-    if len(values) != 3:
-        raise ConfigError(f"{name} needs 3 numbers (R, G, B), got {values}")
-    return values
 
 
 # -- persistence ----------------------------------------------------------------------------------
@@ -638,6 +507,7 @@ class _ClassifierReader(MLReader):
 class EfficientNetForImageClassification(ImageClassifierModel):
     """EfficientNet-Lite image classification (ImageNet-1k); ``pretrained()`` is ``efficientnet_lite0``."""
 
+    name: ClassVar[str] = "EfficientNetForImageClassification"
     family = "efficientnet_lite"
     default_pretrained = "efficientnet_lite0"
     family_defaults: ClassVar[dict[str, Any]] = {
@@ -649,10 +519,22 @@ class EfficientNetForImageClassification(ImageClassifierModel):
         "resizeMode": "crop",
     }
 
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "efficientnet_lite0",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> EfficientNetForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
+
 
 class ViTForImageClassification(ImageClassifierModel):
     """Vision Transformer classification (Hugging Face ViT checkpoints, imported)."""
 
+    name: ClassVar[str] = "ViTForImageClassification"
     family = "vit"
     default_pretrained = "image_classifier_vit_base_patch16_224"
     family_defaults: ClassVar[dict[str, Any]] = {
@@ -664,10 +546,22 @@ class ViTForImageClassification(ImageClassifierModel):
         "resizeMode": "squash",
     }
 
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "image_classifier_vit_base_patch16_224",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> ViTForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
+
 
 class SwinForImageClassification(ImageClassifierModel):
     """Swin Transformer classification (Hugging Face Swin checkpoints, imported)."""
 
+    name: ClassVar[str] = "SwinForImageClassification"
     family = "swin"
     default_pretrained = "image_classifier_swin_base_patch4_window7_224"
     family_defaults: ClassVar[dict[str, Any]] = {
@@ -679,10 +573,22 @@ class SwinForImageClassification(ImageClassifierModel):
         "resizeMode": "squash",
     }
 
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "image_classifier_swin_base_patch4_window7_224",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> SwinForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
+
 
 class ConvNextForImageClassification(ImageClassifierModel):
     """ConvNeXt classification (Hugging Face ConvNeXt checkpoints, imported)."""
 
+    name: ClassVar[str] = "ConvNextForImageClassification"
     family = "convnext"
     default_pretrained = "image_classifier_convnext_tiny_224_local"
     family_defaults: ClassVar[dict[str, Any]] = {
@@ -693,3 +599,14 @@ class ConvNextForImageClassification(ImageClassifierModel):
         "cropPct": 224 / 256,
         "resizeMode": "crop",
     }
+
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "image_classifier_convnext_tiny_224_local",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> ConvNextForImageClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]

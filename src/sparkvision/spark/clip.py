@@ -9,8 +9,10 @@ category annotations, same executors, persistence and ``LightPipeline``) plus on
         .setCandidateLabels(["a cat", "a dog", "a car"])
 
 Each image's scores are the core's (:meth:`sparkvision.Classifier.classify` with
-``candidate_labels``): a softmax over the labels of CLIP's scaled cosine similarities, the labels
-turned into prompts by the model's template (``"a photo of a {}"``). The executors call that core; it
+``candidate_labels``): a softmax over the labels of CLIP's scaled cosine similarities. As in Spark NLP,
+the labels are encoded as written (``promptTemplate`` ``"{}"``: give ``"a photo of a bird"``, not
+``"bird"``); ``setPromptTemplate("a photo of a {}")`` turns bare labels into CLIP's usual prompts, as
+the CLI and the Python API do by default. The executors call that core; it
 computes the labels' text embeddings once per Python worker and label set, and caches them.
 
 ``topK`` defaults to 5 and is lowered to the number of candidate labels when left at its default; a
@@ -29,9 +31,10 @@ from pyspark.ml.param import Param, Params, TypeConverters
 
 from ..errors import ConfigError
 from ..models.spec import ModelSpec
-from ..options import parse_candidate_labels
+from ..tasks.zero_shot import prompts_for
 from .classifier import ImageClassifierModel
 from .inference import ClassifyJob
+from .params import HasCandidateLabelsProperties
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPForZeroShotClassification"]
 
@@ -40,25 +43,28 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-class CLIPForZeroShotClassification(ImageClassifierModel):
+class CLIPForZeroShotClassification(ImageClassifierModel, HasCandidateLabelsProperties):
     """Zero-shot image classification with a CLIP model against ``candidateLabels`` (module docstring)."""
 
+    name: ClassVar[str] = "CLIPForZeroShotClassification"
     family = "clip"
     default_pretrained = "zero_shot_classifier_clip_vit_base_patch32"
+    #: Spark NLP's defaults, bilinear included (a loaded model sets its own: OpenAI CLIP is bicubic).
     family_defaults: ClassVar[dict[str, Any]] = {
         "size": 224,
-        "resample": 3,
+        "resample": 2,
         "imageMean": CLIP_MEAN,
         "imageStd": CLIP_STD,
         "cropPct": 1.0,
         "resizeMode": "crop",
     }
 
-    candidateLabels: Param[list[str]] = Param(
+    promptTemplate: Param[str] = Param(
         Params._dummy(),
-        "candidateLabels",
-        "labels each image is scored against (zero-shot); turned into prompts by the model's template",
-        typeConverter=TypeConverters.toListString,
+        "promptTemplate",
+        "text each candidate label becomes, '{}' standing for the label ('{}': the label as written, as "
+        "Spark NLP encodes it; 'a photo of a {}': CLIP's usual prompt)",
+        TypeConverters.toString,
     )
 
     @keyword_only
@@ -75,8 +81,20 @@ class CLIPForZeroShotClassification(ImageClassifierModel):
         kwargs = dict(self._input_kwargs)
         labels = kwargs.pop("candidateLabels", None)
         super().__init__(**kwargs)
+        self._setDefault(promptTemplate="{}")
         if labels is not None:
             self.setCandidateLabels(labels)
+
+    @classmethod
+    def pretrained(
+        cls,
+        name: str = "zero_shot_classifier_clip_vit_base_patch32",
+        lang: str = "en",
+        remote_loc: str | None = None,
+        engine: str = "onnx",
+    ) -> CLIPForZeroShotClassification:
+        """Spark NLP's signature and default name; see :meth:`ImageClassifierModel.pretrained`."""
+        return cls._pretrained(name, lang, remote_loc, engine)  # type: ignore[return-value]
 
     # -- the model must be a zero-shot one ------------------------------------------------------------
     @classmethod
@@ -90,16 +108,15 @@ class CLIPForZeroShotClassification(ImageClassifierModel):
         stage._load_model_params(model_dir, spec)
         return stage
 
-    # -- candidate labels -----------------------------------------------------------------------------
-    def setCandidateLabels(self, value: list[str] | str) -> CLIPForZeroShotClassification:
-        """The labels to choose from (distinct, non-empty; a list, or one comma-separated string)."""
-        return self._set(candidateLabels=list(parse_candidate_labels(value)))
+    # -- candidate labels (the params come from HasCandidateLabelsProperties) ----------------------
+    def setPromptTemplate(self, value: str) -> CLIPForZeroShotClassification:
+        """How each label becomes text: ``"{}"`` (default, Spark NLP's way: labels are prompts already,
+        e.g. ``"a photo of a bird"``) or a template such as ``"a photo of a {}"`` for bare labels."""
+        prompts_for(["label"], value)  # validates: the template must hold "{}"
+        return self._set(promptTemplate=value)
 
-    def getCandidateLabels(self) -> list[str]:
-        """The candidate labels (empty until set)."""
-        if not self.isDefined(self.candidateLabels):
-            return []
-        return list(self.getOrDefault(self.candidateLabels))
+    def getPromptTemplate(self) -> str:
+        return self.getOrDefault(self.promptTemplate)
 
     def getClasses(self) -> list[str]:
         """The labels annotations can carry: the candidate labels."""
@@ -124,4 +141,6 @@ class CLIPForZeroShotClassification(ImageClassifierModel):
     def _job(self, model_ref: str) -> ClassifyJob:
         labels = self._required_labels()  # first: the checks below count the candidate labels
         job = super()._job(model_ref)
-        return dataclasses.replace(job, candidate_labels=tuple(labels))
+        return dataclasses.replace(
+            job, candidate_labels=tuple(labels), prompt_template=self.getPromptTemplate()
+        )

@@ -36,7 +36,7 @@ from ..models.store import is_model_dir, load_model_dir
 from ..preprocess import PreprocessSpec
 from ..tasks.base import for_model
 from ..tasks.labelling import LabelTask
-from .annotations import CATEGORY_ANNOTATION, ImageInput, category_annotation
+from .annotations import CATEGORY_ANNOTATION, CATEGORY_ANNOTATION_FROM_PYTHON, ImageInput, category_annotation
 
 __all__ = [
     "ClassifyJob",
@@ -57,6 +57,8 @@ class ClassifyJob:
     ``preprocess`` is the effective :class:`PreprocessSpec` (the stage's params applied) as a dict.
     ``threads``: ONNX Runtime threads per task, 0 meaning ``spark.task.cpus``.
     ``candidate_labels``: the labels a zero-shot (CLIP) model chooses from; ``None`` for classifiers.
+    ``prompt_template``: how a zero-shot model turns each label into its text (``"{}"``: as written);
+    ``None`` keeps the model's own template.
     """
 
     model_ref: str
@@ -67,10 +69,11 @@ class ClassifyJob:
     threads: int = 0
     decode_workers: int | None = None
     candidate_labels: tuple[str, ...] | None = None
+    prompt_template: str | None = None
 
 
 # -- the per-process cache ---------------------------------------------------------------------------
-_CACHE: dict[tuple[str, str, int | None, int | None], LabelTask] = {}
+_CACHE: dict[tuple[str, str, int | None, int | None, str | None], LabelTask] = {}
 _CACHE_LOCK = threading.Lock()
 _STATS = {"sessions_created": 0, "batches": 0, "rows": 0}
 
@@ -81,14 +84,18 @@ def worker_classifier(
     *,
     threads: int | None = None,
     decode_workers: int | None = None,
+    prompt_template: str | None = None,
 ) -> LabelTask:
-    """The process-wide classifier for a model directory and preprocessing (created on first use)."""
-    key = (str(model_dir), json.dumps(preprocess, sort_keys=True), threads, decode_workers)
+    """The process-wide classifier for a model directory and preprocessing (created on first use);
+    ``prompt_template`` replaces a zero-shot model's own."""
+    key = (str(model_dir), json.dumps(preprocess, sort_keys=True), threads, decode_workers, prompt_template)
     with _CACHE_LOCK:
         classifier = _CACHE.get(key)
         if classifier is None:
             spec = load_model_dir(model_dir)
             spec = spec.with_changes(preprocess=PreprocessSpec.from_dict(dict(preprocess)))
+            if prompt_template is not None:
+                spec = spec.with_changes(extra={**spec.extra, "prompt_template": prompt_template})
             classifier = for_model(model_dir, spec, threads=threads, decode_workers=decode_workers)
             engine = classifier.engine  # shared by every classifier of this model file and threads
             if engine._session is None:
@@ -260,7 +267,11 @@ def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Itera
     if first is None:
         return
     classifier = worker_classifier(
-        _shipped_model_dir(job), job.preprocess, threads=_task_threads(job), decode_workers=job.decode_workers
+        _shipped_model_dir(job),
+        job.preprocess,
+        threads=_task_threads(job),
+        decode_workers=job.decode_workers,
+        prompt_template=job.prompt_template,
     )
     sizes: deque[int] = deque()
 
@@ -302,4 +313,4 @@ def make_classify_udf(job: ClassifyJob):
     def classify_images_udf(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return classify_batches(job, batches)
 
-    return pandas_udf(classify_images_udf, returnType=CATEGORY_ANNOTATION)  # type: ignore[call-overload]
+    return pandas_udf(classify_images_udf, returnType=CATEGORY_ANNOTATION_FROM_PYTHON)  # type: ignore[call-overload]

@@ -7,11 +7,21 @@ so it returns the same annotations as ``transform`` over ``binaryFile`` input::
     light = LightPipeline(pipeline_model)
     [result] = light.fullAnnotateImage("photos/cat.jpg")
     result["class"][0].result, result["class"][0].metadata["confidence"]
+    light.fullAnnotateImage("photos/")      # a directory: one result per image file in it, by name
     light.annotate(["a.jpg", "b.png"])      # [{"image_assembler": ["a.jpg"], "class": ["tabby, ..."]}, ...]
 
-Inputs are paths (``str`` / ``os.PathLike``) or encoded bytes; the type decides, never the text (a
-string is always a path). A path that cannot be read gives that entry an annotation with
-``metadata["error"]``; it never aborts the rest of the list.
+Inputs are paths (``str`` / ``os.PathLike``; a directory stands for the image files in it, sorted by
+name, as the CLI lists them) or encoded bytes; the type decides, never the text (a string is always a
+path: Spark NLP guesses by looking for ``"/"``). ``fullAnnotate`` is ``fullAnnotateImage`` for these
+pipelines. The image annotations carry the file's real height, width, channels and OpenCV mode (read
+from its header, orientation applied), as Spark NLP's do.
+
+A path that cannot be read — missing, unreadable, not an image — gives that entry annotations with
+``metadata["error"]`` and never aborts the rest of the list. (Spark NLP raises for the whole call;
+one bad file in a folder should not cost the answers for the others.)
+
+Stages other than ``ImageAssembler`` and the classifiers are refused when annotating, unless
+``setIgnoreUnsupported(True)`` says to skip them (Spark NLP's switch).
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from typing import Any
 
 from pyspark.ml import PipelineModel, Transformer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SparkvisionError
+from ..images import iter_image_files
 from .annotations import (
     ENCODED_FILE,
     IMAGE,
@@ -46,6 +57,52 @@ def _stages(model: Transformer) -> list[Transformer]:
     return [model]
 
 
+#: OpenCV type codes Spark's image source uses: gray, BGR, BGRA.
+_CV_GRAY, _CV_BGR, _CV_BGRA = 0, 16, 24
+_GRAY_MODES = frozenset({"1", "L", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+def _header_info(data: bytes | None) -> tuple[int, int, int, int] | None:
+    """``(height, width, nChannels, mode)`` from an encoded image's header, orientation applied.
+
+    The channel count and OpenCV mode are those Spark's image source gives the same file: gray
+    stays one channel (0), images with transparency four (BGRA, 24), the rest three (BGR, 16).
+    """
+    if not data:
+        return None
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            if image.mode in _GRAY_MODES:
+                return height, width, 1, _CV_GRAY
+            if "A" in image.mode or "transparency" in image.info:
+                return height, width, 4, _CV_BGRA
+            return height, width, 3, _CV_BGR
+    except Exception:  # not an image: the classifier reports why
+        return None
+
+
+def _expand(items: list[Any]) -> list[Any]:
+    """Directories become the image files in them (sorted); everything else stays as given."""
+    expanded: list[Any] = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+            try:
+                expanded.extend(str(path) for path in iter_image_files([item]))
+            except SparkvisionError:
+                expanded.append(item)  # an empty folder: one entry that says so
+        else:
+            expanded.append(item)
+    return expanded
+
+
 def _read(item: Any) -> tuple[str, bytes | None, str | None]:
     """``(origin, bytes, error)`` for one input."""
     if isinstance(item, (bytes, bytearray, memoryview)):
@@ -58,7 +115,7 @@ def _read(item: Any) -> tuple[str, bytes | None, str | None]:
     except FileNotFoundError:
         return origin, None, f"file not found: {origin}"
     except IsADirectoryError:
-        return origin, None, f"{origin} is a directory, not an image file"
+        return origin, None, f"{origin} is a directory with no image files in it"
     except PermissionError:
         return origin, None, f"permission denied: {origin}"
     except OSError as exc:
@@ -77,35 +134,66 @@ class LightPipeline:
     def __init__(self, pipelineModel: Transformer, parse_embeddings: bool = False) -> None:
         self.pipeline_model = pipelineModel
         self.parse_embeddings = parse_embeddings
-        self._stages = _stages(pipelineModel)
-        for stage in self._stages:
-            if not isinstance(stage, (ImageAssembler, ImageClassifierModel)):
+        self._all_stages = _stages(pipelineModel)
+        self._ignore_unsupported = False
+
+    @property
+    def _stages(self) -> list[Transformer]:
+        """The stages to run: refuses (or, with ``ignoreUnsupported``, skips) any other kind."""
+        stages = []
+        for stage in self._all_stages:
+            if isinstance(stage, (ImageAssembler, ImageClassifierModel)):
+                stages.append(stage)
+            elif not self._ignore_unsupported:
                 raise ConfigError(
-                    f"LightPipeline runs ImageAssembler and image classifier stages; "
-                    f"{type(stage).__name__} ({stage.uid}) is not one: use transform() on a DataFrame"
+                    f"LightPipeline runs ImageAssembler and image classifier stages; {type(stage).__name__} "
+                    f"({stage.uid}) is not one: use transform() on a DataFrame, or setIgnoreUnsupported(True) "
+                    "to skip it"
                 )
-        if not any(isinstance(stage, ImageAssembler) for stage in self._stages):
+        if not any(isinstance(stage, ImageAssembler) for stage in stages):
             raise ConfigError("LightPipeline needs a pipeline that starts with an ImageAssembler")
+        return stages
+
+    def setIgnoreUnsupported(self, value: bool) -> LightPipeline:
+        """Skip stages LightPipeline cannot run in-process (instead of refusing the pipeline)."""
+        self._ignore_unsupported = bool(value)
+        return self
+
+    def getIgnoreUnsupported(self) -> bool:
+        return self._ignore_unsupported
 
     # -- Spark NLP's API ------------------------------------------------------------------------------
     def fullAnnotateImage(
         self, path_to_image: _Input | Sequence[_Input], text: str | Sequence[str] | None = None
     ) -> list[dict[str, list[Any]]]:
-        """Annotations for each image: ``[{output column: [Annotation...]}, ...]`` in input order."""
-        items = self._as_list(path_to_image)
+        """Annotations for each image: ``[{output column: [Annotation...]}, ...]`` in input order.
+
+        ``path_to_image``: a path, a directory (its image files, sorted), encoded bytes, or a list of
+        these. ``text``: one text for every image, or one per image (the image annotations' ``text``).
+        """
+        items = _expand(self._as_list(path_to_image))
         texts = self._texts(text, len(items))
         return self._run(items, texts)
 
+    def fullAnnotate(
+        self, target: _Input | Sequence[_Input], optional_target: str = ""
+    ) -> list[dict[str, list[Any]]]:
+        """Spark NLP's general entry point: for image pipelines, :meth:`fullAnnotateImage` of ``target``
+        (``optional_target``, when given, is the images' text)."""
+        return self.fullAnnotateImage(target, optional_target or None)
+
     def annotate(
-        self, target: _Input | Sequence[_Input]
+        self, target: _Input | Sequence[_Input], optional_target: str = ""
     ) -> dict[str, list[str]] | list[dict[str, list[str]]]:
-        """Plain results: ``{column: [result...]}`` (a list of them for a list input).
+        """Plain results: ``{column: [result...]}`` (a list of them for a list or a directory).
 
         Image columns give each image's origin; classifier columns its top label (``""`` on error).
         """
-        single = self._is_single(target)
+        single = self._is_single(target) and not (
+            isinstance(target, (str, os.PathLike)) and Path(target).is_dir()
+        )
         results = []
-        for annotated in self.fullAnnotateImage(target):
+        for annotated in self.fullAnnotate(target, optional_target):
             results.append(
                 {
                     column: [a.origin if isinstance(a, AnnotationImage) else a.result for a in annotations]
@@ -153,16 +241,18 @@ class LightPipeline:
                 images = []
                 for result, item, text in zip(results, items, texts):
                     origin, data, error = _read(item)
+                    height, width, channels, mode = _header_info(data) or (-1, -1, -1, -1)
+                    metadata = {"encoding": ENCODED_FILE, **({"error": error} if error else {})}
                     result[column] = [
                         AnnotationImage(
                             annotatorType=IMAGE,
                             origin=origin,
-                            height=-1,
-                            width=-1,
-                            nChannels=-1,
-                            mode=-1,
+                            height=height,
+                            width=width,
+                            nChannels=channels,
+                            mode=mode,
                             result=data or b"",
-                            metadata={"encoding": ENCODED_FILE},
+                            metadata=metadata,
                             text=text,
                         )
                     ]
@@ -183,7 +273,11 @@ class LightPipeline:
     def _classify(stage: ImageClassifierModel, images: list[ImageInput]) -> list[dict[str, Any]]:
         job = stage._job("")
         classifier = worker_classifier(
-            stage._model_dir(), job.preprocess, threads=job.threads or None, decode_workers=None
+            stage._model_dir(),
+            job.preprocess,
+            threads=job.threads or None,
+            decode_workers=None,
+            prompt_template=job.prompt_template,
         )
         return classify_images(
             classifier,

@@ -11,7 +11,10 @@ Like ``sparknlp.start()``, one call gives a ready session. What it sets, and why
   the throughput on 2 cores. Images are few, small and expensive per byte: with 256 KiB a small folder
   gets one partition per core and a large one partitions of a few hundred files.
 * For local masters (``local``, ``local[N]``, ``local-cluster[...]``), the Python workers use this very
-  interpreter (``spark.pyspark.python``), so the installed ``sparkvision`` is importable there, and
+  interpreter, so the installed ``sparkvision`` is importable there whatever ``PATH`` says (a venv's
+  python run without activating the venv: Jupyter kernels, cron, IDEs). PySpark takes the workers'
+  interpreter from the ``PYSPARK_PYTHON`` environment variable when the SparkContext starts (default
+  ``python3`` from ``PATH``), so that is what is set, unless the caller set it already; and
   ``local-cluster`` executors get this interpreter's import path (``spark.executorEnv.PYTHONPATH``).
 
 On a real cluster, ship sparkvision to the executors yourself (``pip install`` on the nodes, or
@@ -19,12 +22,20 @@ On a real cluster, ship sparkvision to the executors yourself (``pip install`` o
 
 If a session is already running, it is returned as is (Spark's ``getOrCreate``) with the runtime
 SQL settings applied.
+
+``sparknlp.start()``'s keyword arguments are accepted: ``memory`` and ``params`` as there,
+``cache_folder`` sets the model cache (``SPARKVISION_HOME``; only the driver reads it, executors get
+models shipped with the job), ``params={"spark.driver.cores": N}`` without a master means ``local[N]`` as in Spark NLP;
+``gpu``, ``apple_silicon``, ``aarch64``, ``log_folder``, ``cluster_tmp_dir``, ``real_time_output``
+and ``output_level`` choose Spark NLP's JVM packages and logging, which do not exist here: they are
+accepted with a one-line warning when set to anything but Spark NLP's default.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +44,8 @@ __all__ = ["DEFAULT_MASTER", "DEFAULT_MEMORY", "start"]
 
 DEFAULT_MASTER = "local[*]"
 DEFAULT_MEMORY = "4g"
+#: Environment variables this module set (so that a later cluster start can take them back).
+_OURS: dict[str, str] = {}
 
 
 def _is_local(master: str) -> bool:
@@ -44,12 +57,55 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+#: ``sparknlp.start()`` arguments with no meaning here, and Spark NLP's default for each (no warning).
+_SPARK_NLP_ONLY: dict[str, Any] = {
+    "gpu": False,
+    "apple_silicon": False,
+    "aarch64": False,
+    "log_folder": "",
+    "cluster_tmp_dir": "",
+    "real_time_output": False,
+    "output_level": 1,
+}
+_WHY_IGNORED = {
+    "gpu": "sparkvision runs ONNX Runtime on the CPU",
+    "apple_silicon": "sparkvision has no JVM package to choose",
+    "aarch64": "sparkvision has no JVM package to choose",
+    "log_folder": "sparkvision's stages write no training logs there",
+    "cluster_tmp_dir": "sparkvision ships models with SparkContext.addArchive and needs no cluster temp dir",
+    "real_time_output": "Spark's own log settings apply",
+    "output_level": "Spark's own log settings apply",
+}
+
+
+def _spark_nlp_arguments(master: Any, options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Warn about ``sparknlp.start()`` arguments that mean nothing here; return the master and the rest.
+
+    ``sparknlp.start(True)`` passes ``gpu`` positionally: a bool master is taken as that.
+    """
+    if isinstance(master, bool):
+        options = {**options, "gpu": master}
+        master = None
+    for name, default in _SPARK_NLP_ONLY.items():
+        if name in options and options.pop(name) != default:
+            warnings.warn(f"sparkvision.start(): {name} is ignored ({_WHY_IGNORED[name]})", stacklevel=3)
+    return master, options
+
+
 def start(
     master: str | None = None,
     memory: str = DEFAULT_MEMORY,
     *,
     app_name: str = "sparkvision",
     params: Mapping[str, Any] | None = None,
+    cache_folder: str = "",
+    gpu: bool = False,
+    apple_silicon: bool = False,
+    aarch64: bool = False,
+    log_folder: str = "",
+    cluster_tmp_dir: str = "",
+    real_time_output: bool = False,
+    output_level: int = 1,
     **conf: Any,
 ):
     """Start (or get) a SparkSession configured for sparkvision and return it.
@@ -59,6 +115,9 @@ def start(
         memory: driver memory, e.g. ``"4g"`` (applies when the JVM starts here).
         app_name: the application name shown by Spark.
         params: extra Spark settings, ``{"spark.executor.cores": "4", ...}`` (as in ``sparknlp.start``).
+        cache_folder: the model cache (``SPARKVISION_HOME``); empty keeps the current one.
+        gpu, apple_silicon, aarch64, log_folder, cluster_tmp_dir, real_time_output, output_level:
+            ``sparknlp.start()``'s; accepted, and ignored with a warning (see the module docstring).
         **conf: more settings; names with dots pass through ``**{"spark.sql.shuffle.partitions": "8"}``.
 
     Example::
@@ -74,14 +133,37 @@ def start(
             "sparkvision.start() needs PySpark: pip install 'sparkvision[spark]' (and Java 17+)"
         ) from exc
 
-    master = master or DEFAULT_MASTER
+    master, _ = _spark_nlp_arguments(
+        master,
+        dict(
+            gpu=gpu,
+            apple_silicon=apple_silicon,
+            aarch64=aarch64,
+            log_folder=log_folder,
+            cluster_tmp_dir=cluster_tmp_dir,
+            real_time_output=real_time_output,
+            output_level=output_level,
+        ),
+    )
+    if params is not None and not isinstance(params, Mapping):
+        raise TypeError('params must be a dict like {"spark.executor.memory": "8g"}')
+    cores = (params or {}).get("spark.driver.cores")
+    master = master or (f"local[{cores}]" if cores else DEFAULT_MASTER)
+    if cache_folder:
+        os.environ["SPARKVISION_HOME"] = str(Path(cache_folder).expanduser())
     settings: dict[str, str] = {
         "spark.driver.memory": memory,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.python.worker.reuse": "true",
         "spark.sql.files.openCostInBytes": str(256 * 1024),
     }
+    if not _is_local(master) and _OURS.get("PYSPARK_PYTHON") == os.environ.get("PYSPARK_PYTHON"):
+        os.environ.pop("PYSPARK_PYTHON", None)  # set by an earlier local start(): not for a cluster
     if _is_local(master) and not os.environ.get("PYSPARK_PYTHON"):
+        _OURS["PYSPARK_PYTHON"] = sys.executable
+        # What PySpark reads when the SparkContext starts; the spark.pyspark.* settings are read by
+        # spark-submit only, so they are kept for that path and for anyone inspecting the conf.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
         settings["spark.pyspark.python"] = sys.executable
         settings["spark.pyspark.driver.python"] = sys.executable
     if master.startswith("local-cluster["):
