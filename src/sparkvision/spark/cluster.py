@@ -210,12 +210,9 @@ def pack_env(
 
 
 def environment_settings(environment: str | os.PathLike[str]) -> dict[str, str]:
-    """The Spark settings that ship ``environment`` (a local archive or a URI Spark can read).
-
-    ``spark.archives`` carries it as ``<archive>#environment``; ``spark.pyspark.python`` names the
-    unpacked interpreter for ``spark-submit`` (a Python driver needs ``PYSPARK_PYTHON`` as well:
-    :func:`executor_python`).
-    """
+    """The Spark setting that ships ``environment`` (a local archive or a URI Spark can read):
+    ``spark.archives`` = ``<archive>#environment``. The executors' interpreter is named separately,
+    with ``PYSPARK_PYTHON`` (:func:`executor_python`)."""
     text = os.fspath(environment)
     if "#" in text:
         raise ConfigError(
@@ -232,7 +229,7 @@ def environment_settings(environment: str | os.PathLike[str]) -> dict[str, str]:
             )
         _archive_format(path)
         uri = path.as_uri()
-    return {"spark.archives": f"{uri}#{ENVIRONMENT_ALIAS}", "spark.pyspark.python": EXECUTOR_PYTHON}
+    return {"spark.archives": f"{uri}#{ENVIRONMENT_ALIAS}"}
 
 
 @contextlib.contextmanager
@@ -240,8 +237,9 @@ def executor_python(python: str = EXECUTOR_PYTHON) -> Iterator[None]:
     """Set ``PYSPARK_PYTHON`` while a SparkContext starts.
 
     PySpark reads the executors' interpreter from this variable when the context is created (the
-    ``spark.pyspark.python`` setting reaches only ``spark-submit``'s own launcher); the variable is
-    restored afterwards so that nothing else in this process sees a relative interpreter path.
+    ``spark.pyspark.python`` setting reaches only ``spark-submit``'s own launcher, which would also
+    run the driver with it); the variable is restored afterwards so that nothing else in this process
+    sees a relative interpreter path.
     """
     saved = os.environ.get("PYSPARK_PYTHON")
     os.environ["PYSPARK_PYTHON"] = python
