@@ -63,6 +63,7 @@ def embedded_one_core(folder: Path, model: str, batch_size: int, repeats: int) -
 
 
 def cluster_rates(
+    script,
     cluster,
     environment: Path,
     folder: Path,
@@ -79,6 +80,8 @@ def cluster_rates(
     from sparkvision.base import ImageAssembler, read_images
 
     os.environ["SPARK_LOCAL_IP"] = cluster.driver_host
+    os.environ["SPARK_LOCAL_DIRS"] = str(cluster.driver_local_dir)  # the driver unpacks the env here
+    os.environ["JAVA_TOOL_OPTIONS"] = f"-Djava.io.tmpdir={cluster.driver_local_dir}"  # and copies it here
     started = time.perf_counter()
     spark = sparkvision.start(
         cluster.master_url,
@@ -118,6 +121,7 @@ def cluster_rates(
     rates = [len(files) / run(read_images(spark, str(folder), glob="*.jpg")) for _ in range(repeats)]
     print(f"[{executors} worker(s)] " + ", ".join(f"{r:.1f}" for r in rates) + " img/s")
     spark.stop()
+    script.clean_finished_applications(cluster)
     return rates
 
 
@@ -159,6 +163,7 @@ def main() -> None:
         rates = {
             n: statistics.median(
                 cluster_rates(
+                    script,
                     cluster,
                     environment,
                     folder,

@@ -45,6 +45,7 @@ NET = os.environ.get("SPARKVISION_CLUSTER_NET", "10.213.47")
 PREFIX = "svc"  # namespaces, bridge and veth ends are named svc-...
 BRIDGE = f"{PREFIX}-br0"
 DEFAULT_STATE = Path(os.environ.get("SPARKVISION_CLUSTER_STATE", "/tmp/sparkvision-cluster"))
+DEFAULT_SCRATCH_TMPFS = os.environ.get("SPARKVISION_CLUSTER_TMPFS", "4g") or None
 MASTER_PORT = 7077
 MASTER_UI_PORT = 8080
 WORKER_UI_PORT = 8081
@@ -64,7 +65,7 @@ class Node:
     netns: str
     address: str
     veth: str  # the host end on the bridge
-    root: str  # this node's folder: home/, sparkvision-home/, work/, daemon.log
+    root: str  # this node's folder: home/, sparkvision-home/, daemon.log (work dir: Cluster.work_dir)
     pid: int | None = None
 
     @property
@@ -80,11 +81,20 @@ class Cluster:
     master_url: str
     master_ui: str
     spark_home: str
+    scratch: str  # executors' work dirs and drivers' local dirs (a tmpfs when one could be mounted)
     nodes: list[Node] = field(default_factory=list)
 
     @property
     def workers(self) -> list[Node]:
         return [n for n in self.nodes if n.name.startswith("worker")]
+
+    @property
+    def driver_local_dir(self) -> Path:
+        """For a driver's ``SPARK_LOCAL_DIRS``: where it unpacks its copy of shipped archives."""
+        return Path(self.scratch) / "driver"
+
+    def work_dir(self, node: Node) -> Path:
+        return Path(self.scratch) / node.name
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "workers": [asdict(n) for n in self.workers]}
@@ -161,6 +171,41 @@ def _check_subnet_free(net: str) -> None:
 
 
 # -- up ----------------------------------------------------------------------------------------------
+def _mount_scratch(scratch: Path, size: str | None) -> None:
+    scratch.mkdir(parents=True, exist_ok=True)
+    if size:
+        completed = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "sparkvision-cluster", str(scratch)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            print(
+                f"no tmpfs for the scratch folder ({completed.stderr.strip()}): using disk", file=sys.stderr
+            )
+
+
+def _unmount_scratch(scratch: Path) -> None:
+    if os.path.ismount(scratch):
+        subprocess.run(["umount", "--lazy", str(scratch)], check=False)
+
+
+def clean_finished_applications(cluster: Cluster) -> None:
+    """Delete the work folders of applications that have ended (call it between applications)."""
+    try:
+        running = {a["id"] for a in master_status(cluster).get("activeapps", [])}
+    except OSError:
+        return
+    for worker in cluster.workers:
+        for app_dir in cluster.work_dir(worker).glob("app-*"):
+            if app_dir.name not in running:
+                shutil.rmtree(app_dir, ignore_errors=True)
+    for local in cluster.driver_local_dir.glob("*"):  # left behind by a driver that was killed
+        if local.name.startswith(("spark-", "blockmgr-")):
+            shutil.rmtree(local, ignore_errors=True)
+
+
 def _make_network(cluster: Cluster) -> None:
     try:
         _ip("link", "add", BRIDGE, "type", "bridge")
@@ -195,8 +240,9 @@ def _bare_python(state: Path) -> Path:
 
 def _node_env(cluster: Cluster, node: Node, bare_bin: Path) -> dict[str, str]:
     root = Path(node.root)
-    for sub in ("home", "sparkvision-home", "work"):
+    for sub in ("home", "sparkvision-home", "tmp"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    cluster.work_dir(node).mkdir(parents=True, exist_ok=True)
     env = {
         "PATH": f"{bare_bin}:{SYSTEM_PATH}",
         "HOME": str(root / "home"),
@@ -205,11 +251,10 @@ def _node_env(cluster: Cluster, node: Node, bare_bin: Path) -> dict[str, str]:
         "SPARK_CONF_DIR": str(Path(cluster.state_dir) / "conf"),  # empty: Spark's defaults
         "SPARK_LOCAL_IP": node.address,
         "SPARK_LOG_DIR": str(root / "logs"),
-        "SPARK_WORKER_DIR": str(root / "work"),
+        "SPARK_WORKER_DIR": str(cluster.work_dir(node)),
         "LANG": "C.UTF-8",
         "TMPDIR": str(root / "tmp"),
     }
-    (root / "tmp").mkdir(exist_ok=True)
     if os.environ.get("JAVA_HOME"):
         env["JAVA_HOME"] = os.environ["JAVA_HOME"]
     return env
@@ -280,8 +325,15 @@ def up(
     cores: int = 1,
     memory: str = "2g",
     timeout: float = 120.0,
+    scratch_tmpfs: str | None = DEFAULT_SCRATCH_TMPFS,
 ) -> Cluster:
     """Start the cluster (after cleaning up any earlier one) and return it once every worker is alive.
+
+    ``scratch_tmpfs``: the size of a tmpfs mounted for the executors' work directories and the
+    drivers' local directories (``None``: plain folders). Every application unpacks the shipped
+    environment once per executor and once on the driver, several hundred MB of small files each:
+    in memory, writing and deleting them costs nothing, where a disk mounted with ``discard`` spends
+    minutes deleting them.
 
     Raises :class:`ClusterUnavailable` where network namespaces cannot be created.
     """
@@ -303,6 +355,7 @@ def up(
         master_url=f"spark://{master.address}:{MASTER_PORT}",
         master_ui=f"http://{master.address}:{MASTER_UI_PORT}",
         spark_home=str(spark_home()),
+        scratch=str(state_dir / "scratch"),
         nodes=[master]
         + [
             Node(
@@ -316,6 +369,8 @@ def up(
         ],
     )
     try:
+        _mount_scratch(Path(cluster.scratch), scratch_tmpfs)
+        cluster.driver_local_dir.mkdir(parents=True, exist_ok=True)
         _make_network(cluster)
         bare_bin = _bare_python(state_dir)
         _start_daemon(
@@ -345,7 +400,7 @@ def up(
                     "--memory",
                     memory,
                     "--work-dir",
-                    str(Path(node.root) / "work"),
+                    str(cluster.work_dir(node)),
                     "--webui-port",
                     str(WORKER_UI_PORT),
                     cluster.master_url,
@@ -418,9 +473,11 @@ def down(state_dir: Path = DEFAULT_STATE, *, keep_logs: bool = False) -> None:
             if name.startswith(f"{PREFIX}-"):
                 _ip("link", "del", name, check=False)
     if cluster is not None and Path(cluster.state_dir).is_dir():
+        _unmount_scratch(Path(cluster.scratch))
+        shutil.rmtree(cluster.scratch, ignore_errors=True)
         for node in cluster.nodes:
             root = Path(node.root)
-            for sub in ("work", "home", "sparkvision-home", "tmp"):
+            for sub in ("home", "sparkvision-home", "tmp"):
                 shutil.rmtree(root / sub, ignore_errors=True)
             if not keep_logs:
                 shutil.rmtree(root, ignore_errors=True)
@@ -467,11 +524,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=1, help="cores per worker")
     parser.add_argument("--memory", default="2g", help="memory per worker for executors")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the workers")
+    parser.add_argument(
+        "--tmpfs",
+        default=DEFAULT_SCRATCH_TMPFS or "",
+        help="size of the tmpfs for executors' work dirs and drivers' local dirs, '' for disk [%(default)s]",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         try:
             cluster = up(
-                args.state, workers=args.workers, cores=args.cores, memory=args.memory, timeout=args.timeout
+                args.state,
+                workers=args.workers,
+                cores=args.cores,
+                memory=args.memory,
+                timeout=args.timeout,
+                scratch_tmpfs=args.tmpfs or None,
             )
         except ClusterUnavailable as exc:
             print(f"cluster unavailable: {exc}", file=sys.stderr)

@@ -237,7 +237,7 @@ def first(config: dict[str, Any]) -> dict[str, Any]:
 def _stream_query(spark, config: dict[str, Any], model, *, available_now: bool):
     from sparkvision.base import prediction_columns, read_image_stream
 
-    stream = read_image_stream(spark, config["incoming"], max_files_per_trigger=2)
+    stream = read_image_stream(spark, config["incoming"], max_files_per_trigger=3)
     result = prediction_columns(model.transform(stream)).select("path", "labels", "scores", "error")
     writer = (
         result.writeStream.format("parquet")

@@ -84,8 +84,11 @@ def write_mixed_images(folder: Path) -> dict[str, Path]:
 class AppRun:
     """One driver program (cluster_app.py) in its own process group, its ``@`` lines handed to a callback."""
 
-    def __init__(self, mode: str, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(
+        self, mode: str, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.mode = mode
+        self.env = env or {}
         self.config_path = workdir / f"{mode}.config.json"
         self.config_path.write_text(json.dumps(config))
         self.report_path = Path(config["report"])
@@ -94,6 +97,7 @@ class AppRun:
 
     def run(self, on_signal: Callable[[AppRun, str], None] | None = None, timeout: float = 420) -> int:
         env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")}
+        env.update(self.env)
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, str(APP), self.mode, str(self.config_path)],

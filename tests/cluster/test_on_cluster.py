@@ -68,9 +68,18 @@ def config(cluster, packed_env: Path, lite0_dir: Path, data) -> dict[str, Any]:
     }
 
 
-def _run(mode: str, config: dict[str, Any], root: Path, on_signal=None) -> AppRun:
-    app = AppRun(mode, {**config, "report": str(root / f"{mode}.json")}, root)
-    app.run(on_signal)
+def _run(cluster, mode: str, config: dict[str, Any], root: Path, on_signal=None) -> AppRun:
+    # The driver's local and temporary dirs (it copies and unpacks the environment there too) in the
+    # cluster's scratch, so that a killed driver leaves nothing behind in /tmp.
+    env = {
+        "SPARK_LOCAL_DIRS": str(cluster.driver_local_dir),
+        "JAVA_TOOL_OPTIONS": f"-Djava.io.tmpdir={cluster.driver_local_dir}",
+    }
+    app = AppRun(mode, {**config, "report": str(root / f"{mode}.json")}, root, env)
+    try:
+        app.run(on_signal)
+    finally:
+        cluster_script.clean_finished_applications(cluster)
     return app
 
 
@@ -86,13 +95,13 @@ def first_app(cluster, config, data, lite0_dir) -> dict[str, Any]:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
-    app = _run("first", config, data["root"], kill_executor)
+    app = _run(cluster, "first", config, data["root"], kill_executor)
     assert app.process.returncode == 0, app.stderr_tail()
     return {**app.report(), "killed": killed, "signals": app.signals}
 
 
 @pytest.fixture(scope="module")
-def stream_apps(first_app, config, data) -> dict[str, Any]:
+def stream_apps(cluster, first_app, config, data) -> dict[str, Any]:
     """``second`` (load, transform, stream: killed mid-stream), then ``restart`` from the checkpoint."""
     incoming = Path(config["incoming"])
 
@@ -107,10 +116,10 @@ def stream_apps(first_app, config, data) -> dict[str, Any]:
         if line.startswith("batch-committed"):
             app.kill()
 
-    second = _run("second", config, data["root"], kill_after_first_batch)
+    second = _run(cluster, "second", config, data["root"], kill_after_first_batch)
     assert second.process.returncode == -signal.SIGKILL, second.stderr_tail()
     arrive(data["wave2"])  # more files arrive while the application is down
-    restart = _run("restart", config, data["root"])
+    restart = _run(cluster, "restart", config, data["root"])
     assert restart.process.returncode == 0, restart.stderr_tail()
     return {"second": second.report(), "signals": second.signals, "restart": restart.report()}
 

@@ -29,7 +29,12 @@ def register(cli: click.Group) -> None:
         "--with-pyspark", is_flag=True, help="Also install PySpark (for a driver run from the archive)."
     )
     @click.option(
-        "-r", "--requirement", "requirements", multiple=True, metavar="REQ", help="Another package (repeatable)."
+        "-r",
+        "--requirement",
+        "requirements",
+        multiple=True,
+        metavar="REQ",
+        help="Another package (repeatable).",
     )
     @click.option(
         "--pip-arg", "pip_args", multiple=True, metavar="ARG", help="Extra pip install argument (repeatable)."
