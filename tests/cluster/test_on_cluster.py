@@ -161,7 +161,7 @@ def test_executors_on_both_workers_run_the_shipped_environment(first_app, cluste
     assert {p["address"] for p in probes} == set(workers)  # two executors, one per worker
     for probe in probes:
         worker = workers[probe["address"]]
-        work = Path(worker.root) / "work"
+        work = cluster.work_dir(worker)
         assert Path(probe["cwd"]).is_relative_to(work)  # an executor of this worker, in its work dir
         assert probe["python"] == os.path.join(probe["cwd"], "environment", "bin", "python")
         assert Path(probe["sparkvision"]).is_relative_to(Path(probe["cwd"]) / "environment")
@@ -171,7 +171,7 @@ def test_executors_on_both_workers_run_the_shipped_environment(first_app, cluste
     loaded = {(p["address"], m) for p in probes for m in json.loads(p["model_paths"])}
     assert {address for address, _ in loaded} == set(workers)  # both executors classified images
     for address, model_path in loaded:  # each from its own copy, fetched through Spark
-        assert Path(model_path).is_relative_to(Path(workers[address].root) / "work")
+        assert Path(model_path).is_relative_to(cluster.work_dir(workers[address]))
         assert "sparkvision-model-" in model_path
     for worker in cluster.workers:  # no model cache was ever made on a worker
         assert os.listdir(Path(worker.root) / "sparkvision-home") == []
