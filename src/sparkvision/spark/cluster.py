@@ -120,7 +120,7 @@ def _run(command: Sequence[str], log: Callable[[str], None] | None) -> None:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 
