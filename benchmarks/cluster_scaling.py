@@ -130,6 +130,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=1000, help="JPEGs in the folder (made once)")
+    parser.add_argument("--folder", type=Path, default=None, help="use this folder of *.jpg instead")
     parser.add_argument("--min-side", type=int, default=300)
     parser.add_argument("--max-side", type=int, default=2000)
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -142,7 +143,7 @@ def main() -> None:
     parser.add_argument("--state", type=Path, default=ROOT / "bench-data" / "cluster-state")
     args = parser.parse_args()
 
-    folder = make_jpeg_folder(args.count, min_side=args.min_side, max_side=args.max_side)
+    folder = args.folder or make_jpeg_folder(args.count, min_side=args.min_side, max_side=args.max_side)
     count = len(list(folder.glob("*.jpg")))
     print(f"{count} JPEGs in {folder}; {os.cpu_count()} CPUs on this machine")
     environment = args.environment
