@@ -45,6 +45,7 @@ NET = os.environ.get("SPARKVISION_CLUSTER_NET", "10.213.47")
 PREFIX = "svc"  # namespaces, bridge and veth ends are named svc-...
 BRIDGE = f"{PREFIX}-br0"
 DEFAULT_STATE = Path(os.environ.get("SPARKVISION_CLUSTER_STATE", "/tmp/sparkvision-cluster"))
+SCRATCH_SOURCE = "sparkvision-cluster"  # the tmpfs's device name, how down finds its mounts
 DEFAULT_SCRATCH_TMPFS = os.environ.get("SPARKVISION_CLUSTER_TMPFS", "4g") or None
 MASTER_PORT = 7077
 MASTER_UI_PORT = 8080
@@ -175,7 +176,7 @@ def _mount_scratch(scratch: Path, size: str | None) -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     if size:
         completed = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "sparkvision-cluster", str(scratch)],
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", SCRATCH_SOURCE, str(scratch)],
             capture_output=True,
             text=True,
             check=False,
@@ -186,9 +187,13 @@ def _mount_scratch(scratch: Path, size: str | None) -> None:
             )
 
 
-def _unmount_scratch(scratch: Path) -> None:
-    if os.path.ismount(scratch):
-        subprocess.run(["umount", "--lazy", str(scratch)], check=False)
+def _unmount_scratch() -> None:
+    """Unmount every scratch tmpfs of ours (this cluster's, and any that a run that died left)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            source, target, fstype = line.split()[:3]
+            if source == SCRATCH_SOURCE and fstype == "tmpfs":
+                subprocess.run(["umount", "--lazy", target.replace("\\040", " ")], check=False)
 
 
 def clean_finished_applications(cluster: Cluster) -> None:
@@ -428,6 +433,7 @@ def load(state_dir: Path = DEFAULT_STATE) -> Cluster | None:
         return None
     data = json.loads(path.read_text())
     data.pop("workers", None)
+    data.setdefault("scratch", str(state_dir / "scratch"))
     nodes = [Node(**n) for n in data.pop("nodes")]
     return Cluster(**data, nodes=nodes)
 
@@ -472,8 +478,8 @@ def down(state_dir: Path = DEFAULT_STATE, *, keep_logs: bool = False) -> None:
             name = line.split(":")[1].strip().split("@")[0]
             if name.startswith(f"{PREFIX}-"):
                 _ip("link", "del", name, check=False)
+    _unmount_scratch()
     if cluster is not None and Path(cluster.state_dir).is_dir():
-        _unmount_scratch(Path(cluster.scratch))
         shutil.rmtree(cluster.scratch, ignore_errors=True)
         for node in cluster.nodes:
             root = Path(node.root)

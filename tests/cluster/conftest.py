@@ -1,5 +1,5 @@
-"""Fixtures for the cluster tests: one Spark standalone cluster in network namespaces per test session
-(``scripts/test_cluster.py``), the packed environment (built once and cached), real photos.
+"""Fixtures for the cluster tests: a Spark standalone cluster in network namespaces for the module
+that uses it (``scripts/test_cluster.py``), the packed environment (built once and cached).
 
 The packed environment is cached under ``$SPARKVISION_TEST_CACHE`` (default
 ``~/.cache/sparkvision-tests``), keyed by a digest of ``pyproject.toml`` and ``src/``: a CI run builds
@@ -24,7 +24,7 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("Spark needs a Java runtime", allow_module_level=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     """Master + two 1-core workers, each in its own network namespace; the driver on the bridge."""
     state = tmp_path_factory.mktemp("cluster")
