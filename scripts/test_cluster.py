@@ -17,6 +17,12 @@ directory, an empty ``HOME`` and ``SPARKVISION_HOME`` (no model cache), and a ``
 ``python3`` is a bare virtualenv without sparkvision. Jobs must ship their Python environment and
 their models through Spark.
 
+Executors' work directories (and, for drivers that set ``SPARK_LOCAL_DIRS`` / ``java.io.tmpdir``
+to ``Cluster.driver_local_dir``, the drivers' copies of shipped archives) live on a tmpfs
+(``--tmpfs 4g``; ``--tmpfs ''`` for plain folders): every application unpacks the packed Python
+environment once per executor, and deleting those files from a disk mounted with ``discard`` took
+minutes.
+
 ``up`` prints the cluster as JSON (master URL, driver address, nodes) and waits until the master
 reports every worker alive. ``down`` kills every process in the namespaces and removes namespaces,
 bridge and work directories; it is safe to run at any time, and ``up`` runs it first, so a run that
