@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "importing",
     "serve",
     "training",
+    "cluster",
 )
 
 

@@ -17,8 +17,9 @@ Like ``sparknlp.start()``, one call gives a ready session. What it sets, and why
   ``python3`` from ``PATH``), so that is what is set, unless the caller set it already; and
   ``local-cluster`` executors get this interpreter's import path (``spark.executorEnv.PYTHONPATH``).
 
-On a real cluster, ship sparkvision to the executors yourself (``pip install`` on the nodes, or
-``spark-submit --py-files`` / an archived environment): see the README's cluster guide.
+* ``environment`` — a packed environment (``sparkvision cluster pack-env``, see :mod:`.cluster`) for
+  a real cluster, whose nodes' Python lacks sparkvision: shipped with ``spark.archives`` and used by
+  the executors' Python workers as ``./environment/bin/python``. See the README's cluster guide.
 
 If a session is already running, it is returned as is (Spark's ``getOrCreate``) with the runtime
 SQL settings applied.
@@ -106,6 +107,7 @@ def start(
     cluster_tmp_dir: str = "",
     real_time_output: bool = False,
     output_level: int = 1,
+    environment: str | os.PathLike[str] | None = None,
     **conf: Any,
 ):
     """Start (or get) a SparkSession configured for sparkvision and return it.
@@ -118,6 +120,9 @@ def start(
         cache_folder: the model cache (``SPARKVISION_HOME``); empty keeps the current one.
         gpu, apple_silicon, aarch64, log_folder, cluster_tmp_dir, real_time_output, output_level:
             ``sparknlp.start()``'s; accepted, and ignored with a warning (see the module docstring).
+        environment: a packed Python environment for the executors (``.tar.gz``
+            from ``sparkvision cluster pack-env``, a local path or a URI); also sets ``PYSPARK_PYTHON``
+            for the context being started. Other ``spark.archives`` given in ``params`` are kept.
         **conf: more settings; names with dots pass through ``**{"spark.sql.shuffle.partitions": "8"}``.
 
     Example::
@@ -125,6 +130,7 @@ def start(
         import sparkvision
         spark = sparkvision.start()                         # local[*]
         spark = sparkvision.start("spark://head:7077", "8g", params={"spark.executor.memory": "8g"})
+        spark = sparkvision.start("spark://head:7077", environment="sparkvision-env.tar.gz")
     """
     try:
         from pyspark.sql import SparkSession
@@ -171,8 +177,21 @@ def start(
         settings["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
     for key, value in {**(params or {}), **conf}.items():
         settings[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    if environment is not None:
+        from .cluster import environment_settings
+
+        shipped = environment_settings(environment)
+        others = settings.get("spark.archives")
+        if others:
+            shipped["spark.archives"] = f"{others},{shipped['spark.archives']}"
+        settings.update(shipped)
 
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    if environment is None:
+        return builder.getOrCreate()
+    from .cluster import executor_python
+
+    with executor_python():
+        return builder.getOrCreate()
