@@ -87,7 +87,10 @@ def calibration_images() -> list[Image.Image]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", nargs="+", default=[f"efficientnet_lite{v}" for v in range(3)], help="fp32 catalogue models"
+        "--models",
+        nargs="+",
+        default=[f"efficientnet_lite{v}" for v in range(3)],
+        help="fp32 catalogue models",
     )
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()

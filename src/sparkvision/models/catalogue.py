@@ -154,6 +154,16 @@ def _build_efficientnet_lite(entry: CatalogueEntry, directory: Path) -> ModelSpe
 
 
 register_builder("efficientnet_lite", _build_efficientnet_lite)
+
+
+def _build_int8(entry: CatalogueEntry, directory: Path) -> ModelSpec:
+    """The fp32 entry named in ``builder_args`` quantized with the ranges shipped in ``data/int8/``."""
+    from .quantize import build_shipped_int8
+
+    return build_shipped_int8(str(entry.builder_args["fp32"]), directory, name=entry.name)
+
+
+register_builder("int8", _build_int8)
 _load_catalogue_data()
 
 

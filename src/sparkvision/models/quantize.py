@@ -62,6 +62,7 @@ __all__ = [
     "quantize",
     "quantize_model_dir",
     "shipped_ranges",
+    "with_precision",
 ]
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,33 @@ def int8_variant(name: str) -> str:
     return name if name.endswith(INT8_SUFFIX) else name + INT8_SUFFIX
 
 
+def with_precision(model: str, precision: str) -> str:
+    """The model name to load for ``--precision``: ``"fp32"`` keeps ``model``; ``"int8"`` gives its
+    int8 variant (a catalogue entry such as ``efficientnet_lite0_int8``, or ``<model>_int8`` made
+    earlier with ``sparkvision quantize``), or ``model`` itself when it is already int8."""
+    from .catalogue import canonical_name, get_entry
+    from .store import is_model_dir
+
+    if precision == "fp32":
+        return model
+    if precision != "int8":
+        raise ConfigError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    name = canonical_name(model)
+    if name.endswith(INT8_SUFFIX):
+        return name
+    variant = int8_variant(name)
+    try:
+        cached = is_model_dir(cached_model_dir(variant))
+    except ConfigError:  # a path, not a name
+        cached = False
+    if get_entry(variant) is not None or cached:
+        return variant
+    raise ConfigError(
+        f"model {model!r} has no int8 variant; make one with "
+        f"`sparkvision quantize {model} --calibration PHOTOS_DIR` (it is then found as {variant!r})"
+    )
+
+
 # -- step 1: calibration ----------------------------------------------------------------------------
 def calibration_batches(
     images: Iterable[Any], spec: ModelSpec, *, batch_size: int = 8
@@ -177,7 +205,9 @@ def calibration_batches(
         try:
             decoded = decode_image(image)
         except ImageDecodeError as exc:
-            log.warning("calibration: skipping %s: %s", image if isinstance(image, (str, Path)) else "image", exc)
+            log.warning(
+                "calibration: skipping %s: %s", image if isinstance(image, (str, Path)) else "image", exc
+            )
             continue
         batch.append(preprocess(decoded.image, spec.preprocess))
         if len(batch) == batch_size:
@@ -373,11 +403,12 @@ def quantize(
     return target, spec
 
 
-def build_shipped_int8(fp32_name: str, directory: Path) -> ModelSpec:
+def build_shipped_int8(fp32_name: str, directory: Path, *, name: str | None = None) -> ModelSpec:
     """Catalogue builder for ``<fp32_name>_int8``: the cached fp32 model (built first if needed) plus
     the ranges shipped in the package; offline, no images."""
     from .catalogue import resolve_model
 
     source_dir, _ = resolve_model(fp32_name)
-    return quantize_model_dir(source_dir, shipped_ranges(fp32_name), directory, name=int8_variant(fp32_name))
-
+    return quantize_model_dir(
+        source_dir, shipped_ranges(fp32_name), directory, name=name or int8_variant(fp32_name)
+    )
