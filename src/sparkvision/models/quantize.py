@@ -47,6 +47,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConfigError, ImageDecodeError, InputNotFoundError, ModelFormatError
+from ..extras import require
 from ..images import decode_image, iter_image_files
 from ..preprocess import preprocess
 from .spec import MODEL_FILE, ModelSpec
@@ -228,6 +229,7 @@ def collect_ranges(
 
     Uses ONNX Runtime's MinMax calibrator, the default of ``quantize_static``.
     """
+    require("onnx", extra="int8", purpose="calibrating a model for int8")
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     model_dir = Path(model_dir)
@@ -295,7 +297,7 @@ def quantize_model_dir(
     spec (the fp32 one renamed, with ``extra["precision"] = "int8"`` and the scheme) is for the
     caller to save — :func:`~sparkvision.models.store.build_model_dir` does. Needs no images.
     """
-    import onnx
+    onnx = require("onnx", extra="int8", purpose="building an int8 model")
     from onnxruntime.quantization import CalibrationMethod, QuantType
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
     from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer

@@ -1,0 +1,166 @@
+"""int8 models: built offline from the fp32 model plus the shipped activation ranges, and an accuracy
+guard against the fp32 model on every real photo the tests have (a regression in the ranges, the
+quantization scheme or ONNX Runtime's int8 kernels fails here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from real_photos import LABELLED, photo_set
+from sparkvision import Classifier
+from sparkvision.cli import cli
+from sparkvision.errors import ConfigError, ModelFormatError
+from sparkvision.models.quantize import (
+    ActivationRanges,
+    quantize,
+    quantize_model_dir,
+    shipped_ranges,
+    with_precision,
+)
+
+
+@pytest.fixture(scope="session")
+def lite0_int8(lite0: Classifier) -> Classifier:
+    """efficientnet_lite0_int8, built into the test cache from the cached fp32 model (no images)."""
+    return Classifier.pretrained("efficientnet_lite0_int8")
+
+
+@pytest.fixture(scope="session")
+def both_on_photos(lite0: Classifier, lite0_int8: Classifier):
+    photos = photo_set()
+    images = [np.asarray(image) for _, image in photos]
+    fp32 = list(lite0.classify(images, top_k=5))
+    int8 = list(lite0_int8.classify(images, top_k=5))
+    return [name for name, _ in photos], fp32, int8
+
+
+def test_int8_model_is_built_offline_from_shipped_ranges(lite0: Classifier, lite0_int8: Classifier) -> None:
+    spec = lite0_int8.spec
+    assert spec.name == "efficientnet_lite0_int8"
+    assert spec.extra["precision"] == "int8" and spec.extra["quantized_from"] == "efficientnet_lite0"
+    assert spec.labels == lite0.spec.labels and spec.preprocess == lite0.spec.preprocess
+    fp32_size = (lite0.model_dir / "model.onnx").stat().st_size
+    assert (lite0_int8.model_dir / "model.onnx").stat().st_size < fp32_size / 3  # int8 weights
+    ranges = shipped_ranges("efficientnet_lite0")
+    assert ranges.weights_sha256 == lite0.spec.weights_sha256
+    assert ranges.images >= 80
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_shipped_ranges_are_small_data(variant: int) -> None:
+    ranges = shipped_ranges(f"efficientnet_lite{variant}")
+    assert 90 <= len(ranges.ranges) <= 200
+    assert all(lo <= 0 <= hi or lo <= hi for lo, hi in ranges.ranges.values())
+    text = json.dumps(ranges.to_dict())
+    assert len(text) < 12_000  # a few kilobytes in the wheel
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_every_real_photo(both_on_photos) -> None:
+    """102 photos (17 real ones, mirrored, cropped, halved, turned). Where the fp32 model's top label
+    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %); everywhere its top label is one
+    of fp32's top five, and the top fives overlap by four labels in five on average. (On near-ties
+    — textures such as grass and gravel, where fp32's first two labels differ by 0.01 — either label
+    is a coin toss, and about one in seven swaps.)"""
+    names, fp32, int8 = both_on_photos
+    margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
+    agree = np.array([a.class_ids[0] == b.class_ids[0] for a, b in zip(fp32, int8)])
+    clear = margins >= 0.05
+    assert clear.sum() >= 60
+    assert agree[clear].mean() >= 0.98, [n for n, c, ok in zip(names, clear, agree) if c and not ok]
+    outside = [n for n, a, b in zip(names, fp32, int8) if b.class_ids[0] not in a.class_ids]
+    assert not outside
+    overlap = np.mean([len(set(a.class_ids) & set(b.class_ids)) / 5 for a, b in zip(fp32, int8)])
+    assert overlap >= 0.8
+
+
+@pytest.mark.slow
+def test_int8_names_the_labelled_photos_right(both_on_photos) -> None:
+    names, fp32, int8 = both_on_photos
+    for stem, right in LABELLED.items():
+        rows = [i for i, n in enumerate(names) if n.startswith(f"{stem} (") and "quarter turn" not in n]
+        assert rows
+        for i in rows:
+            assert fp32[i].label in right, (names[i], fp32[i].label)
+            assert int8[i].label in right, (names[i], int8[i].label)
+
+
+def test_precision_picks_the_int8_variant(colour_model: Path) -> None:
+    assert with_precision("efficientnet_lite0", "int8") == "efficientnet_lite0_int8"
+    assert with_precision("efficientnet-lite1", "int8") == "efficientnet_lite1_int8"
+    assert with_precision("efficientnet_lite2_int8", "int8") == "efficientnet_lite2_int8"
+    assert with_precision("efficientnet_lite0", "fp32") == "efficientnet_lite0"
+    with pytest.raises(ConfigError, match="sparkvision quantize"):
+        with_precision(str(colour_model), "int8")
+    with pytest.raises(ConfigError, match="precision"):
+        with_precision("efficientnet_lite0", "fp16")
+
+
+def test_ranges_from_other_weights_or_another_graph_are_refused(lite0: Classifier, tmp_path: Path) -> None:
+    ranges = shipped_ranges("efficientnet_lite0")
+    other = ActivationRanges("efficientnet_lite0", "0" * 64, ranges.ranges, ranges.images)
+    with pytest.raises(ModelFormatError, match="other weights"):
+        quantize_model_dir(lite0.model_dir, other, tmp_path / "a", name="x")
+    lite1 = shipped_ranges("efficientnet_lite1")
+    wrong_graph = ActivationRanges("efficientnet_lite0", None, dict(list(lite1.ranges.items())[:10]), 1)
+    with pytest.raises(ModelFormatError, match="do not match"):
+        quantize_model_dir(lite0.model_dir, wrong_graph, tmp_path / "b", name="x")
+
+
+def _colour_photos(folder: Path) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, colour in enumerate([(220, 30, 30), (30, 200, 40), (20, 40, 230)] * 3):
+        noise = rng.integers(-20, 20, (40, 50, 3))
+        Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_quantize_any_model_from_a_folder_of_photos(colour_model: Path, tmp_path: Path) -> None:
+    """Imported models too: calibrate on the user's photos, save under a new name, classify alike."""
+    photos = _colour_photos(tmp_path / "photos")
+    path, spec = quantize(colour_model, photos, name="tiny_colour_q")
+    assert spec.name == "tiny_colour_q" and spec.extra["precision"] == "int8"
+    assert (path / "int8_ranges.json").is_file()
+    assert ActivationRanges.load(path / "int8_ranges.json").images == 9
+    q = Classifier.pretrained("tiny_colour_q")
+    fp = Classifier(colour_model)
+    images = [
+        np.full((20, 20, 3), c, np.uint8) for c in [(240, 20, 20), (10, 230, 10), (0, 0, 250), (200, 90, 60)]
+    ]
+    fp_labels = [p.label for p in fp.classify(images)]
+    assert [p.label for p in q.classify(images)] == fp_labels == ["red", "green", "blue", "red"]
+    with pytest.raises(ConfigError, match="already exists"):
+        quantize(colour_model, photos, name="tiny_colour_q")
+    with pytest.raises(ConfigError, match="already an int8 model"):
+        quantize("tiny_colour_q", photos, name="twice")
+
+
+def test_cli_quantize_precision_and_models_list(colour_model: Path, tmp_path: Path, lite0_int8) -> None:
+    runner = CliRunner()
+    photos = _colour_photos(tmp_path / "photos")
+    made = runner.invoke(
+        cli, ["quantize", str(colour_model), "--calibration", str(photos), "--name", "tc_int8"]
+    )
+    assert made.exit_code == 0, made.output
+    assert "calibrated on 9 images" in made.output
+    listed = json.loads(runner.invoke(cli, ["models", "list", "--json"]).output)
+    names = {row["name"] for row in listed}
+    assert {
+        "efficientnet_lite0_int8",
+        "efficientnet_lite1_int8",
+        "efficientnet_lite2_int8",
+        "tc_int8",
+    } <= names
+    red = tmp_path / "red.png"
+    Image.new("RGB", (30, 30), (250, 0, 0)).save(red)
+    out = runner.invoke(cli, ["classify", str(red), "--model", "tc_int8", "-f", "jsonl", "-q"])
+    assert out.exit_code == 0 and json.loads(out.output)["labels"][0] == "red"
+    missing = runner.invoke(cli, ["classify", str(red), "--model", str(colour_model), "--precision", "int8"])
+    assert missing.exit_code == 2 and "sparkvision quantize" in missing.output
