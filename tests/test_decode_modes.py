@@ -1,0 +1,131 @@
+"""The two decode modes: ``exact`` reproduces the reference preprocessing, ``fast`` (the default) decodes
+JPEGs with libjpeg-turbo at a reduced DCT scale where the photo is large and resamples only the crop,
+and keeps the top label of ``exact`` on real photos."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from real_photos import photo_paths
+from sparkvision import Classifier
+from sparkvision.cli import cli
+from sparkvision.errors import ConfigError, TruncatedImageError
+from sparkvision.images import decode_image
+from sparkvision.tasks.base import draft_short_side
+
+pytest.importorskip("simplejpeg")
+
+
+def jpeg(image: Image.Image, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def imagenet_sized() -> list[bytes]:
+    """Every real photo as a ~500×375 JPEG (the size of an ImageNet validation photo)."""
+    out = []
+    for path in photo_paths():
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((500, 500), Image.Resampling.LANCZOS)
+        out.append(jpeg(image))
+    return out
+
+
+def reference(data: bytes, size: int, crop_pct: float) -> np.ndarray:
+    """timm / torchvision evaluation transform for EfficientNet-Lite, written out: Pillow decode,
+    short side to floor(size / crop_pct) bicubic, centre crop (offsets rounded), (x/255 − 0.5)/0.5."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = image.size
+    short = int(size / crop_pct)
+    new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    image = image.resize(new, Image.Resampling.BICUBIC)
+    left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
+    pixels = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float64)
+    return ((pixels / 255 - 0.5) / 0.5).transpose(2, 0, 1)
+
+
+def test_exact_mode_reproduces_the_reference(lite0: Classifier, imagenet_sized: list[bytes]) -> None:
+    exact = Classifier(lite0.model_dir, decode="exact")
+    big = jpeg(Image.open(photo_paths()[0]).resize((2400, 2400)))
+    for data in [*imagenet_sized[:6], big]:
+        got = exact.prepare(data).pixels
+        np.testing.assert_allclose(got, reference(data, 224, 0.875), atol=1e-6, rtol=0)
+
+
+def test_fast_decode_gives_pillows_pixels_at_full_size(imagenet_sized: list[bytes]) -> None:
+    for data in imagenet_sized[:6]:
+        fast, pillow = decode_image(data, fast=True), decode_image(data)
+        assert not fast.reduced
+        assert np.array_equal(np.asarray(fast.image), np.asarray(pillow.image))
+    gray = jpeg(Image.open(photo_paths()[1]).convert("L"))  # camera.png: a grey-level photo
+    fast, pillow = decode_image(gray, fast=True), decode_image(gray)
+    assert fast.source_mode == "L" and fast.image.mode == "RGB"
+    assert np.array_equal(np.asarray(fast.image), np.asarray(pillow.image))
+
+
+def test_fast_decode_of_a_large_jpeg_scales_in_eighths(lite0: Classifier) -> None:
+    spec = lite0.spec.preprocess
+    data = jpeg(Image.open(photo_paths()[0]).resize((2560, 1708)))  # short side 1708
+    d = decode_image(data, min_short_side=draft_short_side(spec), fast=True)
+    # 3/8 of 1708 is 641 >= 512 (2 × the 256 resize); Pillow's draft can only halve, to 854.
+    assert d.reduced and d.image.size == (960, 641)
+    assert (d.width, d.height) == (2560, 1708)
+    assert decode_image(data, min_short_side=draft_short_side(spec)).image.size == (1280, 854)
+
+
+def test_fast_decode_keeps_exif_rotation_and_error_types(tmp_path: Path) -> None:
+    photo = Image.open(photo_paths()[2]).convert("RGB")  # chelsea, 451×300
+    exif = photo.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    data = jpeg(photo, exif=exif.tobytes())
+    fast, pillow = decode_image(data, fast=True), decode_image(data)
+    assert fast.image.size == pillow.image.size == (300, 451) and (fast.width, fast.height) == (300, 451)
+    assert np.array_equal(np.asarray(fast.image), np.asarray(pillow.image))
+    with pytest.raises(TruncatedImageError):
+        decode_image(data[: len(data) // 2], fast=True)
+    cmyk = jpeg(photo.convert("CMYK"))  # not simplejpeg's: Pillow decodes it as before
+    assert np.array_equal(
+        np.asarray(decode_image(cmyk, fast=True).image), np.asarray(decode_image(cmyk).image)
+    )
+
+
+@pytest.mark.slow
+def test_fast_mode_keeps_the_top_label_of_exact(lite0: Classifier, imagenet_sized: list[bytes]) -> None:
+    """Every real photo at ImageNet size and at camera size (long side 3000). Where exact's top label
+    leads its runner-up by 0.05 or more, fast agrees (>= 99 %: all of them); everywhere fast's top
+    label is one of exact's first two. (The near-ties can swap — Chelsea the cat is "Egyptian cat"
+    0.37 / "tiger cat" 0.36 — so 32 of 34 agree in all.)"""
+    exact = Classifier(lite0.model_dir, decode="exact")
+    large = []
+    for data in imagenet_sized:
+        image = Image.open(io.BytesIO(data))
+        scale = 3000 / max(image.size)
+        large.append(jpeg(image.resize((round(image.width * scale), round(image.height * scale)))))
+    photos = imagenet_sized + large
+    fast_top = list(lite0.classify_batch(photos, top_k=2))
+    exact_top = list(exact.classify_batch(photos, top_k=2))
+    clear = [e.scores[0] - e.scores[1] >= 0.05 for e in exact_top]
+    agree = [f.class_ids[0] == e.class_ids[0] for f, e in zip(fast_top, exact_top)]
+    assert sum(clear) >= 14
+    assert np.mean([a for a, c in zip(agree, clear) if c]) >= 0.99
+    assert all(f.class_ids[0] in e.class_ids for f, e in zip(fast_top, exact_top))
+    assert np.mean(agree) >= 0.9
+
+
+def test_decode_option_is_checked_and_reaches_the_cli(examples_dir: Path, lite0: Classifier) -> None:
+    with pytest.raises(ConfigError, match="decode"):
+        Classifier(lite0.model_dir, decode="quick")
+    runner = CliRunner()
+    args = ["classify", str(examples_dir / "coffee.jpg"), "-f", "jsonl", "-q"]
+    fast = runner.invoke(cli, args)
+    exact = runner.invoke(cli, [*args, "--decode", "exact"])
+    assert fast.exit_code == exact.exit_code == 0
+    assert '"espresso"' in fast.output and '"espresso"' in exact.output
