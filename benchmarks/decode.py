@@ -1,0 +1,127 @@
+"""Decode + preprocess core time per photo, for the decode modes and the candidates we measured.
+
+One thread, CPU time per image (``time.process_time``, so other processes on a shared machine count
+less), medians over alternating rounds, on two folders of real-photo JPEGs made from the example
+photos (``_data.make_jpeg_folder``): ImageNet-sized (long side 500, like a validation photo) and
+camera-sized (long side 2500-4000). Candidates:
+
+* ``before``  — the code before issue 15: Pillow decode with ``draft`` (JPEG halvings while the short
+  side stays >= 2 × the resize target), full resize then crop unless drafted or large;
+* ``exact``   — ``decode="exact"``: full Pillow decode, resize then crop like the reference;
+* ``fast``    — ``decode="fast"`` (default): libjpeg-turbo through simplejpeg, DCT scaling in eighths
+  while the short side stays >= 2 × the target, only the crop window resampled;
+* ``dct-1x``  — rejected: DCT scaling down to the target itself (fastest; changed top labels, see README);
+* ``opencv``  — rejected: simplejpeg + ``cv2.resize`` INTER_AREA (only when OpenCV is installed; a 60 MB
+  wheel, and its resampling differs from Pillow's, which the models were evaluated with).
+
+    python benchmarks/decode.py                  # 60 + 20 photos, 5 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import make_jpeg_folder
+
+from sparkvision import Classifier
+from sparkvision.images import decode_image
+from sparkvision.preprocess import PreprocessSpec, preprocess
+from sparkvision.tasks.base import draft_short_side
+
+
+def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Path], np.ndarray]]:
+    fast = Classifier(model_dir, decode="fast")
+    exact = Classifier(model_dir, decode="exact")
+
+    def before(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft_short_side(spec))
+        window = d.reduced or min(d.image.size) >= 2 * spec.resize_short_side
+        return preprocess(d.image, spec, window=window)
+
+    def dct_1x(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=spec.resize_short_side, fast=True)
+        return preprocess(d.image, spec, window=True)
+
+    found = {
+        "before": before,
+        "exact": lambda p: exact.prepare(p).pixels,
+        "fast": lambda p: fast.prepare(p).pixels,
+        "dct-1x": dct_1x,
+    }
+    try:
+        import cv2
+        import simplejpeg
+    except ImportError:
+        return found
+    cv2.setNumThreads(1)
+
+    def opencv(path: Path) -> np.ndarray:
+        data = path.read_bytes()
+        h, w = simplejpeg.decode_jpeg_header(data)[:2]
+        side = 2 * spec.resize_short_side
+        rgb = simplejpeg.decode_jpeg(
+            data, "RGB", min_height=side if h <= w else 0, min_width=side if w < h else 0
+        )
+        new_w, new_h = spec.resize_shape(rgb.shape[1], rgb.shape[0])
+        resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        left, top, right, bottom = spec.crop_box(new_w, new_h)
+        out = np.empty((3, spec.size, spec.size), np.float32)
+        np.multiply(
+            resized[top:bottom, left:right].transpose(2, 0, 1), spec._scale, out=out, casting="unsafe"
+        )
+        out += spec._shift
+        return out
+
+    found["opencv"] = opencv
+    return found
+
+
+def measure(
+    files: list[Path], runs: dict[str, Callable[[Path], np.ndarray]], rounds: int
+) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():  # warm-up (imports, sessions)
+        run(files[0])
+    for r in range(rounds):
+        order = list(runs.items()) if r % 2 == 0 else list(reversed(runs.items()))
+        for name, run in order:
+            started = time.process_time()
+            for path in files:
+                run(path)
+            times[name].append((time.process_time() - started) / len(files) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=60, help="ImageNet-sized photos")
+    parser.add_argument("--large", type=int, default=20, help="camera-sized photos")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--model", default="efficientnet_lite0")
+    args = parser.parse_args()
+
+    model = Classifier.pretrained(args.model)
+    runs = candidates(model.spec.preprocess, model.model_dir)
+    folders = {
+        "ImageNet-sized (long side 500)": make_jpeg_folder(args.count, min_side=500, max_side=500),
+        "camera-sized (long side 2500-4000)": make_jpeg_folder(args.large, min_side=2500, max_side=4000),
+    }
+    for title, folder in folders.items():
+        files = sorted(folder.glob("*.jpg"))
+        medians = measure(files, runs, args.rounds)
+        base = medians["before"]
+        print(f"{title}, {len(files)} JPEGs, ms of CPU per photo (median of {args.rounds} rounds):")
+        for name, value in medians.items():
+            print(f"  {name:8s} {value:7.2f} ms   {value / base:5.2f} × before")
+
+
+if __name__ == "__main__":
+    main()
