@@ -1,19 +1,21 @@
-"""End-to-end throughput of the embedded path against the PyTorch loop a user would write.
+"""End-to-end throughput of the embedded path, fp32 and int8, against the PyTorch loop a user would write.
 
 Measures, on the same folder of real-size JPEGs (long side 300–2000 px) in one run:
 
   (a) sparkvision's embedded path: ``Classifier.classify(folder)`` — decode, preprocess, ONNX Runtime,
-      top-5 — images/s;
+      top-5 — images/s, for ``efficientnet_lite0`` (fp32) and ``efficientnet_lite0_int8``, in
+      alternating repeats (a noisy, shared machine then slows both alike);
   (b) the baseline: Pillow + the reference preprocessing (short side to 256 bicubic, centre crop 224,
       normalise) + the reference ``efficientnet_lite_pytorch`` model in eager mode, batch 32,
       ``torch.inference_mode()``, torch threads = physical cores;
-  (c) ONNX Runtime alone on pre-made tensors (the ceiling for (a)).
+  (c) ONNX Runtime alone on pre-made tensors (the ceiling for (a)), fp32 and int8 alternating.
 
-and prints medians and the ratios a/b and a/c. ``--memory`` also records the peak RSS of classifying
+and prints medians and the ratios a/b, a/c and int8/fp32. ``--memory`` also records the peak RSS of classifying
 N and 5·N images in fresh processes (memory must not grow with the folder size).
 
     python benchmarks/throughput.py                 # 300 images, 3 repeats
     python benchmarks/throughput.py --count 500 --memory
+    python benchmarks/throughput.py --decode exact  # the reference decode + resize
 """
 
 from __future__ import annotations
@@ -35,29 +37,39 @@ from _data import make_jpeg_folder
 from sparkvision import Classifier
 from sparkvision.engine import default_threads
 
+MODELS = ("efficientnet_lite0", "efficientnet_lite0_int8")
 
-def embedded(folder: Path, batch_size: int, workers: int | None, repeats: int) -> list[float]:
-    clf = Classifier.pretrained("efficientnet_lite0", decode_workers=workers)
+
+def embedded(
+    folder: Path, batch_size: int, workers: int | None, repeats: int, decode: str
+) -> dict[str, list[float]]:
+    """Images/s end to end per model, the models taking turns within each repeat."""
+    classifiers = {m: Classifier.pretrained(m, decode_workers=workers, decode=decode) for m in MODELS}
     files = sorted(folder.glob("*.jpg"))
-    list(clf.classify(files[:8], batch_size=8))  # warm-up: session creation
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        n = sum(1 for p in clf.classify(folder, top_k=5, batch_size=batch_size) if p.ok)
-        rates.append(n / (time.perf_counter() - started))
+    for clf in classifiers.values():
+        list(clf.classify(files[:8], batch_size=8))  # warm-up: session creation
+    rates: dict[str, list[float]] = {m: [] for m in MODELS}
+    for r in range(repeats):
+        for name in MODELS if r % 2 == 0 else MODELS[::-1]:
+            started = time.perf_counter()
+            n = sum(1 for p in classifiers[name].classify(folder, top_k=5, batch_size=batch_size) if p.ok)
+            rates[name].append(n / (time.perf_counter() - started))
     return rates
 
 
-def ort_only(batch_size: int, repeats: int, n_images: int = 256) -> list[float]:
-    clf = Classifier.pretrained("efficientnet_lite0")
+def ort_only(batch_size: int, repeats: int, n_images: int = 256) -> dict[str, list[float]]:
+    """Images/s of ONNX Runtime alone (all cores on one batch), per model, alternating."""
+    engines = {m: Classifier.pretrained(m).engine for m in MODELS}
     batch = np.random.default_rng(0).standard_normal((batch_size, 3, 224, 224)).astype(np.float32)
-    clf.engine.run(batch)
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(n_images // batch_size):
-            clf.engine.run(batch)
-        rates.append((n_images // batch_size) * batch_size / (time.perf_counter() - started))
+    for engine in engines.values():
+        engine.run(batch)
+    rates: dict[str, list[float]] = {m: [] for m in MODELS}
+    for r in range(repeats):
+        for name in MODELS if r % 2 == 0 else MODELS[::-1]:
+            started = time.perf_counter()
+            for _ in range(n_images // batch_size):
+                engines[name].run(batch)
+            rates[name].append((n_images // batch_size) * batch_size / (time.perf_counter() - started))
     return rates
 
 
@@ -117,6 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="decode threads: the pipelined mode (default: lanes)"
     )
+    parser.add_argument("--decode", choices=["fast", "exact"], default="fast")
     parser.add_argument("--torch-images", type=int, default=160, help="images for the (slow) torch loop")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak RSS for N vs 5·N images")
@@ -125,18 +138,35 @@ def main() -> None:
 
     folder = make_jpeg_folder(args.count)
     print(f"folder: {folder} ({args.count} JPEGs, long side 300-2000 px); threads={default_threads()}")
-    a = embedded(folder, args.batch_size, args.workers, args.repeats)
+    a = embedded(folder, args.batch_size, args.workers, args.repeats, args.decode)
     c = ort_only(args.batch_size, args.repeats)
-    a_med, c_med = statistics.median(a), statistics.median(c)
-    print(f"(a) embedded end-to-end : {a_med:7.1f} img/s  (runs: {', '.join(f'{r:.1f}' for r in a)})")
-    print(f"(c) ORT only (tensors)  : {c_med:7.1f} img/s  (runs: {', '.join(f'{r:.1f}' for r in c)})")
-    summary = {"embedded": a_med, "ort_only": c_med, "a_over_c": a_med / c_med}
+    summary: dict[str, float] = {}
+    for name in MODELS:
+        a_med, c_med = statistics.median(a[name]), statistics.median(c[name])
+        print(f"{name}:")
+        print(
+            f"  (a) embedded end-to-end : {a_med:7.1f} img/s  (runs: {', '.join(f'{r:.1f}' for r in a[name])})"
+        )
+        print(
+            f"  (c) ORT only (tensors)  : {c_med:7.1f} img/s  (runs: {', '.join(f'{r:.1f}' for r in c[name])})"
+        )
+        print(f"  a/c = {a_med / c_med:.2f}  (target >= 0.8)")
+        summary.update(
+            {f"{name}.embedded": a_med, f"{name}.ort_only": c_med, f"{name}.a_over_c": a_med / c_med}
+        )
+    fp32, int8 = MODELS
+    e2e = summary[f"{int8}.embedded"] / summary[f"{fp32}.embedded"]
+    model_only = summary[f"{int8}.ort_only"] / summary[f"{fp32}.ort_only"]
+    print(f"int8 / fp32: end to end {e2e:.2f}x (target >= 2), model only {model_only:.2f}x")
+    summary.update(int8_over_fp32_e2e=e2e, int8_over_fp32_model=model_only)
     if not args.skip_torch:
         b = torch_loop(folder, args.torch_images)
         print(f"(b) PyTorch eager loop  : {b:7.1f} img/s  ({args.torch_images} images, batch 32)")
-        summary.update(torch_loop=b, a_over_b=a_med / b)
-        print(f"a/b = {a_med / b:.2f}  (target >= 4)")
-    print(f"a/c = {a_med / c_med:.2f}  (target >= 0.8)")
+        summary.update(torch_loop=b)
+        for name in MODELS:
+            ratio = summary[f"{name}.embedded"] / b
+            summary[f"{name}.a_over_b"] = ratio
+            print(f"a/b {name} = {ratio:.2f}  (target >= 4)")
     if args.memory:
         small = peak_rss_mb(folder)
         big = peak_rss_mb(make_jpeg_folder(5 * args.count))

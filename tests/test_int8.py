@@ -16,13 +16,8 @@ from real_photos import LABELLED, photo_set
 from sparkvision import Classifier
 from sparkvision.cli import cli
 from sparkvision.errors import ConfigError, ModelFormatError
-from sparkvision.models.quantize import (
-    ActivationRanges,
-    quantize,
-    quantize_model_dir,
-    shipped_ranges,
-    with_precision,
-)
+from sparkvision.models.catalogue import resolve_model, with_precision
+from sparkvision.models.quantize import ActivationRanges, quantize, quantize_model_dir, shipped_ranges
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +134,7 @@ def test_quantize_any_model_from_a_folder_of_photos(colour_model: Path, tmp_path
     with pytest.raises(ConfigError, match="already exists"):
         quantize(colour_model, photos, name="tiny_colour_q")
     with pytest.raises(ConfigError, match="already an int8 model"):
-        quantize("tiny_colour_q", photos, name="twice")
+        quantize(resolve_model("tiny_colour_q")[0], photos, name="twice")
 
 
 def test_cli_quantize_precision_and_models_list(colour_model: Path, tmp_path: Path, lite0_int8) -> None:

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFormatError, ModelNotFoundError
+from ..errors import ConfigError, ModelFormatError, ModelNotFoundError
 from ..labels import imagenet1k_labels, imagenet1k_synsets
 from ..preprocess import PreprocessSpec
 from .spec import ModelSpec
@@ -43,6 +43,7 @@ __all__ = [
     "register",
     "register_builder",
     "resolve_model",
+    "with_precision",
 ]
 
 log = logging.getLogger(__name__)
@@ -157,10 +158,13 @@ register_builder("efficientnet_lite", _build_efficientnet_lite)
 
 
 def _build_int8(entry: CatalogueEntry, directory: Path) -> ModelSpec:
-    """The fp32 entry named in ``builder_args`` quantized with the ranges shipped in ``data/int8/``."""
-    from .quantize import build_shipped_int8
+    """The fp32 entry named in ``builder_args`` (built first if need be) quantized with the activation
+    ranges shipped in ``data/int8/``: offline, no calibration images."""
+    from .quantize import quantize_model_dir, shipped_ranges
 
-    return build_shipped_int8(str(entry.builder_args["fp32"]), directory, name=entry.name)
+    fp32 = str(entry.builder_args["fp32"])
+    source_dir, _ = resolve_model(fp32)
+    return quantize_model_dir(source_dir, shipped_ranges(fp32), directory, name=entry.name)
 
 
 register_builder("int8", _build_int8)
@@ -221,6 +225,32 @@ def resolve_model(name_or_path: str | Path, *, rebuild: bool = False) -> tuple[P
     log.info("building model %s into %s", name, target)
     spec = build_model_dir(target, entry.build, replace=rebuild)
     return target, spec
+
+
+def with_precision(model: str, precision: str) -> str:
+    """The model name to load for ``--precision``: ``"fp32"`` keeps ``model``; ``"int8"`` gives its
+    int8 variant (a catalogue entry such as ``efficientnet_lite0_int8``, or ``<model>_int8`` made
+    earlier with ``sparkvision quantize``), or ``model`` itself when it is already int8."""
+    from .quantize import INT8_SUFFIX, int8_variant
+
+    if precision == "fp32":
+        return model
+    if precision != "int8":
+        raise ConfigError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    name = canonical_name(model)
+    if name.endswith(INT8_SUFFIX):
+        return name
+    variant = int8_variant(name)
+    try:
+        cached = is_model_dir(cached_model_dir(variant))
+    except ConfigError:  # a path, not a name
+        cached = False
+    if get_entry(variant) is not None or cached:
+        return variant
+    raise ConfigError(
+        f"model {model!r} has no int8 variant; make one with "
+        f"`sparkvision quantize {model} --calibration PHOTOS_DIR` (it is then found as {variant!r})"
+    )
 
 
 def remove_cached(name: str) -> bool:

@@ -63,7 +63,6 @@ __all__ = [
     "quantize",
     "quantize_model_dir",
     "shipped_ranges",
-    "with_precision",
 ]
 
 log = logging.getLogger(__name__)
@@ -165,33 +164,6 @@ def is_int8(spec: ModelSpec) -> bool:
 def int8_variant(name: str) -> str:
     """The catalogue name of a model's int8 variant (``x`` → ``x_int8``; an int8 name stays)."""
     return name if name.endswith(INT8_SUFFIX) else name + INT8_SUFFIX
-
-
-def with_precision(model: str, precision: str) -> str:
-    """The model name to load for ``--precision``: ``"fp32"`` keeps ``model``; ``"int8"`` gives its
-    int8 variant (a catalogue entry such as ``efficientnet_lite0_int8``, or ``<model>_int8`` made
-    earlier with ``sparkvision quantize``), or ``model`` itself when it is already int8."""
-    from .catalogue import canonical_name, get_entry
-    from .store import is_model_dir
-
-    if precision == "fp32":
-        return model
-    if precision != "int8":
-        raise ConfigError(f"precision must be 'fp32' or 'int8', got {precision!r}")
-    name = canonical_name(model)
-    if name.endswith(INT8_SUFFIX):
-        return name
-    variant = int8_variant(name)
-    try:
-        cached = is_model_dir(cached_model_dir(variant))
-    except ConfigError:  # a path, not a name
-        cached = False
-    if get_entry(variant) is not None or cached:
-        return variant
-    raise ConfigError(
-        f"model {model!r} has no int8 variant; make one with "
-        f"`sparkvision quantize {model} --calibration PHOTOS_DIR` (it is then found as {variant!r})"
-    )
 
 
 # -- step 1: calibration ----------------------------------------------------------------------------
@@ -366,7 +338,7 @@ def quantize_model_dir(
 
 # -- both steps, for any model ----------------------------------------------------------------------
 def quantize(
-    model: str | Path,
+    model_dir: str | Path,
     calibration: str | Path | Iterable[Any],
     *,
     name: str | None = None,
@@ -374,16 +346,15 @@ def quantize(
     recursive: bool = True,
     quant_format: QuantFormat = "qdq",
 ) -> tuple[Path, ModelSpec]:
-    """Calibrate ``model`` (a name or model directory) on images and save its int8 version in the
-    cache as ``name`` (default: the model's name + ``_int8``); returns ``(directory, spec)``.
+    """Calibrate the model in ``model_dir`` on images and save its int8 version in the cache as
+    ``name`` (default: the model's name + ``_int8``); returns ``(directory, spec)``.
 
     ``calibration``: a folder of images (walked recursively unless ``recursive=False``), or an
     iterable of image sources. A hundred varied photos from the model's domain are plenty; the
     ranges are saved beside the model (``int8_ranges.json``).
     """
-    from .catalogue import resolve_model
-
-    source_dir, source_spec = resolve_model(model)
+    source_dir = Path(model_dir)
+    source_spec = load_model_dir(source_dir)
     target_name = validate_model_name(name or int8_variant(source_spec.name))
     target = cached_model_dir(target_name)
     if target.exists() and not replace:
@@ -403,14 +374,3 @@ def quantize(
         replace=replace,
     )
     return target, spec
-
-
-def build_shipped_int8(fp32_name: str, directory: Path, *, name: str | None = None) -> ModelSpec:
-    """Catalogue builder for ``<fp32_name>_int8``: the cached fp32 model (built first if needed) plus
-    the ranges shipped in the package; offline, no images."""
-    from .catalogue import resolve_model
-
-    source_dir, _ = resolve_model(fp32_name)
-    return quantize_model_dir(
-        source_dir, shipped_ranges(fp32_name), directory, name=name or int8_variant(fp32_name)
-    )
