@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "caption",
     "embed",
     "models",
+    "quantize",
     "importing",
     "serve",
     "training",

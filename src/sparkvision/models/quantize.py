@@ -358,7 +358,9 @@ def quantize(
     target_name = validate_model_name(name or int8_variant(source_spec.name))
     target = cached_model_dir(target_name)
     if target.exists() and not replace:
-        raise ConfigError(f"a model named {target_name!r} already exists in {target}; choose another --name")
+        raise ConfigError(
+            f"a model named {target_name!r} already exists in {target}; choose another --name (or --force)"
+        )
     if isinstance(calibration, (str, Path)):
         folder = Path(calibration)
         if not folder.is_dir():
