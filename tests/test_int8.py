@@ -120,7 +120,7 @@ def _colour_photos(folder: Path) -> Path:
 def test_quantize_any_model_from_a_folder_of_photos(colour_model: Path, tmp_path: Path) -> None:
     """Imported models too: calibrate on the user's photos, save under a new name, classify alike."""
     photos = _colour_photos(tmp_path / "photos")
-    path, spec = quantize(colour_model, photos, name="tiny_colour_q")
+    path, spec = quantize(colour_model, photos, name="tiny_colour_q", replace=True)
     assert spec.name == "tiny_colour_q" and spec.extra["precision"] == "int8"
     assert (path / "int8_ranges.json").is_file()
     assert ActivationRanges.load(path / "int8_ranges.json").images == 9
@@ -141,7 +141,7 @@ def test_cli_quantize_precision_and_models_list(colour_model: Path, tmp_path: Pa
     runner = CliRunner()
     photos = _colour_photos(tmp_path / "photos")
     made = runner.invoke(
-        cli, ["quantize", str(colour_model), "--calibration", str(photos), "--name", "tc_int8"]
+        cli, ["quantize", str(colour_model), "--calibration", str(photos), "--name", "tc_int8", "--force"]
     )
     assert made.exit_code == 0, made.output
     assert "calibrated on 9 images" in made.output
