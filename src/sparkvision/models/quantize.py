@@ -24,13 +24,14 @@ QDQ format, full 8-bit weights. Why:
 * per-channel weights: EfficientNet-Lite's depthwise convolutions (batch norm folded in) have very
   different ranges per channel; one scale per tensor loses accuracy.
 * no ``reduce_range``: ONNX Runtime documents 7-bit weights as a remedy for ``VPMADDUBSW``
-  saturation on CPUs without VNNI, if an accuracy drop shows there. On our photos 7-bit weights cost
-  a lot of agreement with the fp32 model (top-1 agreement 0.69 instead of 0.85 on 107 photos that
-  include near-tie textures), so the full range is the default; ``reduce_range=True`` is available
-  for a model that does lose accuracy on an AVX2-only machine (not measured: no such machine here).
-* QDQ and QOperator: ONNX Runtime documents QDQ as the preferred format for its CPU provider (its
-  kernels are fused from the QDQ pattern); both gave identical outputs and ran at about the same
-  speed here (see README, "Performance").
+  saturation on CPUs without VNNI, if an accuracy drop shows there. Here 7-bit weights cost
+  agreement with the fp32 model (top-1 agreement on the benchmark photos 0.85 instead of 0.92;
+  ``benchmarks/int8_formats.py``), so the full range is the default; ``reduce_range=True`` is the
+  remedy to try if a model loses accuracy on an AVX2-only machine (not measured: none here).
+* QDQ rather than QOperator: ONNX Runtime documents QDQ as the preferred format for its CPU
+  provider (its int8 kernels are fused from the QDQ pattern). Both gave the same top-1 on every
+  photo here and the same speed within the noise of paired runs (``benchmarks/int8_formats.py``);
+  the issue's quiet probe found the same (810-818 img/s, model only).
 """
 
 from __future__ import annotations
