@@ -398,11 +398,11 @@ def _finish(
         raise UnsupportedImageError(f"unsupported pixel mode {source_mode!r}: convert the image to RGB first")
 
     drafted = False
-    fast = None
+    turbo = None  # the pixels, when simplejpeg decoded them
     if jpeg is not None and fmt == "JPEG" and source_mode in ("RGB", "L"):
-        fast = _decode_jpeg_turbo(jpeg, width, height, min_short_side if allow_draft else None)
-    if fast is not None:
-        drafted = fast.size != (width, height)
+        turbo = _decode_jpeg_turbo(jpeg, width, height, min_short_side if allow_draft else None)
+    if turbo is not None:
+        drafted = turbo.size != (width, height)
     else:
         if allow_draft and min_short_side and fmt in ("JPEG", "MPO"):
             drafted = _draft_jpeg(img, min_short_side)
@@ -414,8 +414,8 @@ def _finish(
             raise _decode_failure(exc) from None
 
     orientation = _exif_orientation(img)
-    if fast is not None:
-        img = fast
+    if turbo is not None:
+        img = turbo
     if not drafted:
         # The loaded size is authoritative (a few plugins settle the size only when loading).
         width, height = img.size
