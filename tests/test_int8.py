@@ -159,3 +159,17 @@ def test_cli_quantize_precision_and_models_list(colour_model: Path, tmp_path: Pa
     assert out.exit_code == 0 and json.loads(out.output)["labels"][0] == "red"
     missing = runner.invoke(cli, ["classify", str(red), "--model", str(colour_model), "--precision", "int8"])
     assert missing.exit_code == 2 and "sparkvision quantize" in missing.output
+
+
+def test_building_int8_without_the_int8_extra(
+    monkeypatch: pytest.MonkeyPatch, colour_model: Path, tmp_path: Path
+) -> None:
+    """onnx (ONNX Runtime's quantization tools need it) comes with the 'int8' extra; without it,
+    building says so in one line. Running an int8 model needs only onnxruntime."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    photos = _colour_photos(tmp_path / "photos")
+    result = CliRunner().invoke(cli, ["quantize", str(colour_model), "--calibration", str(photos)])
+    assert result.exit_code == 2
+    assert "pip install 'sparkvision[int8]'" in result.output and "Traceback" not in result.output
