@@ -56,7 +56,7 @@ def register(group: click.Group) -> None:
     type=click.Choice(["fp32", "int8"]),
     default="fp32",
     show_default=True,
-    help="int8: the model's int8 variant (efficientnet_lite0 -> efficientnet_lite0_int8), about twice as fast.",
+    help="int8: the model's int8 variant (efficientnet_lite0 -> efficientnet_lite0_int8); its network runs 2-2.5x faster.",
 )
 @click.option(
     "--decode",
