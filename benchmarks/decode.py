@@ -1,18 +1,21 @@
-"""Decode + preprocess core time per photo, for the decode modes and the candidates we measured.
+"""Decode + preprocess core time per photo: the two decode modes and the candidates we measured.
 
 One thread, CPU time per image (``time.process_time``, so other processes on a shared machine count
 less), medians over alternating rounds, on two folders of real-photo JPEGs made from the example
 photos (``_data.make_jpeg_folder``): ImageNet-sized (long side 500, like a validation photo) and
 camera-sized (long side 2500-4000). Candidates:
 
-* ``before``  — the code before issue 15: Pillow decode with ``draft`` (JPEG halvings while the short
-  side stays >= 2 × the resize target), full resize then crop unless drafted or large;
-* ``exact``   — ``decode="exact"``: full Pillow decode, resize then crop like the reference;
-* ``fast``    — ``decode="fast"`` (default): libjpeg-turbo through simplejpeg, DCT scaling in eighths
-  while the short side stays >= 2 × the target, only the crop window resampled;
-* ``dct-1x``  — rejected: DCT scaling down to the target itself (fastest; changed top labels, see README);
-* ``opencv``  — rejected: simplejpeg + ``cv2.resize`` INTER_AREA (only when OpenCV is installed; a 60 MB
-  wheel, and its resampling differs from Pillow's, which the models were evaluated with).
+* ``fast``       — ``decode="fast"`` (the default, and the code before issue 15): Pillow decode, JPEG
+  ``draft`` halvings while the short side stays >= 2 × the resize target, crop-window resampling for
+  large downscales, exact resize-then-crop below;
+* ``exact``      — ``decode="exact"``: full Pillow decode, resize then crop like the reference;
+* ``dct-1x``     — rejected: JPEG draft down to the resize target itself (changes top labels, README);
+* ``simplejpeg`` — rejected: libjpeg-turbo's TurboJPEG API through simplejpeg instead of Pillow's
+  decoder (same libjpeg-turbo underneath: the same pixels and, measured, the same time), DCT scales
+  as Pillow's draft, then the same resize (only when simplejpeg is installed);
+* ``opencv``     — rejected: simplejpeg + ``cv2.resize`` INTER_AREA (only when both are installed;
+  OpenCV is a 60 MB wheel, and its resampling differs from Pillow's, which the models were
+  evaluated with).
 
     python benchmarks/decode.py                  # 60 + 20 photos, 5 rounds
 """
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import make_jpeg_folder
@@ -34,42 +38,51 @@ from _data import make_jpeg_folder
 from sparkvision import Classifier
 from sparkvision.images import decode_image
 from sparkvision.preprocess import PreprocessSpec, preprocess
-from sparkvision.tasks.base import draft_short_side
 
 
 def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Path], np.ndarray]]:
     fast = Classifier(model_dir, decode="fast")
     exact = Classifier(model_dir, decode="exact")
 
-    def before(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft_short_side(spec))
-        window = d.reduced or min(d.image.size) >= 2 * spec.resize_short_side
-        return preprocess(d.image, spec, window=window)
-
     def dct_1x(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=spec.resize_short_side, fast=True)
+        d = decode_image(path, min_short_side=spec.resize_short_side)
         return preprocess(d.image, spec, window=True)
 
-    found = {
-        "before": before,
-        "exact": lambda p: exact.prepare(p).pixels,
+    found: dict[str, Callable[[Path], np.ndarray]] = {
         "fast": lambda p: fast.prepare(p).pixels,
+        "exact": lambda p: exact.prepare(p).pixels,
         "dct-1x": dct_1x,
     }
     try:
-        import cv2
         import simplejpeg
+    except ImportError:
+        return found
+
+    def turbo_rgb(path: Path) -> np.ndarray:
+        data = path.read_bytes()
+        h, w = simplejpeg.decode_jpeg_header(data)[:2]
+        short, target = min(h, w), 2 * spec.resize_short_side
+        scale = next(s for s in (8, 4, 2, 1) if s <= short // target or s == 1)
+        side = -(-short // scale) if scale > 1 else 0
+        return simplejpeg.decode_jpeg(
+            data, "RGB", min_height=side if h <= w else 0, min_width=side if w < h else 0
+        )
+
+    def turbo(path: Path) -> np.ndarray:
+        data_short = min(simplejpeg.decode_jpeg_header(path.read_bytes())[:2])
+        rgb = turbo_rgb(path)
+        window = data_short >= 2 * spec.resize_short_side  # drafted or large: as the fast mode
+        return preprocess(Image.fromarray(rgb), spec, window=window)
+
+    found["simplejpeg"] = turbo
+    try:
+        import cv2
     except ImportError:
         return found
     cv2.setNumThreads(1)
 
     def opencv(path: Path) -> np.ndarray:
-        data = path.read_bytes()
-        h, w = simplejpeg.decode_jpeg_header(data)[:2]
-        side = 2 * spec.resize_short_side
-        rgb = simplejpeg.decode_jpeg(
-            data, "RGB", min_height=side if h <= w else 0, min_width=side if w < h else 0
-        )
+        rgb = turbo_rgb(path)
         new_w, new_h = spec.resize_shape(rgb.shape[1], rgb.shape[0])
         resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
         left, top, right, bottom = spec.crop_box(new_w, new_h)
@@ -117,10 +130,10 @@ def main() -> None:
     for title, folder in folders.items():
         files = sorted(folder.glob("*.jpg"))
         medians = measure(files, runs, args.rounds)
-        base = medians["before"]
+        base = medians["fast"]
         print(f"{title}, {len(files)} JPEGs, ms of CPU per photo (median of {args.rounds} rounds):")
         for name, value in medians.items():
-            print(f"  {name:8s} {value:7.2f} ms   {value / base:5.2f} × before")
+            print(f"  {name:10s} {value:7.2f} ms   {value / base:5.2f} × fast")
 
 
 if __name__ == "__main__":

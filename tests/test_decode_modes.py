@@ -1,6 +1,6 @@
-"""The two decode modes: ``exact`` reproduces the reference preprocessing, ``fast`` (the default) decodes
-JPEGs with libjpeg-turbo — Pillow's pixels — and, for large photos only, at a reduced DCT scale with
-only the crop window resampled; it keeps the top label of ``exact`` on real photos."""
+"""The two decode modes: ``exact`` reproduces the reference preprocessing for every image; ``fast`` (the
+default) decodes large JPEGs at a reduced DCT scale and resamples only the crop window — the same
+tensors as ``exact`` below twice the resize size, and the same top label on real photos."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ from PIL import Image
 from real_photos import photo_paths
 from sparkvision import Classifier
 from sparkvision.cli import cli
-from sparkvision.errors import ConfigError, TruncatedImageError
+from sparkvision.errors import ConfigError
 from sparkvision.images import decode_image
 from sparkvision.tasks.base import draft_short_side
-
-pytest.importorskip("simplejpeg")
 
 
 def jpeg(image: Image.Image, **params) -> bytes:
@@ -60,47 +58,27 @@ def test_exact_mode_reproduces_the_reference(lite0: Classifier, imagenet_sized: 
         np.testing.assert_allclose(got, reference(data, 224, 0.875), atol=1e-6, rtol=0)
 
 
-def test_fast_decode_gives_pillows_pixels_at_full_size(
+def test_fast_mode_is_exact_below_twice_the_resize_size(
     lite0: Classifier, imagenet_sized: list[bytes]
 ) -> None:
     exact = Classifier(lite0.model_dir, decode="exact")
     for data in imagenet_sized[:6]:
-        fast, pillow = decode_image(data, fast=True), decode_image(data)
-        assert not fast.reduced
-        assert np.array_equal(np.asarray(fast.image), np.asarray(pillow.image))
-        # below twice the resize size, the fast mode's tensors are the reference's, bit for bit
         assert np.array_equal(lite0.prepare(data).pixels, exact.prepare(data).pixels)
-    gray = jpeg(Image.open(photo_paths()[1]).convert("L"))  # camera.png: a grey-level photo
-    fast, pillow = decode_image(gray, fast=True), decode_image(gray)
-    assert fast.source_mode == "L" and fast.image.mode == "RGB"
-    assert np.array_equal(np.asarray(fast.image), np.asarray(pillow.image))
 
 
-def test_fast_decode_of_a_large_jpeg_reduces_like_pillows_draft(lite0: Classifier) -> None:
+def test_fast_mode_reduces_a_large_jpeg(lite0: Classifier) -> None:
     spec = lite0.spec.preprocess
     data = jpeg(Image.open(photo_paths()[0]).resize((2560, 1708)))  # short side 1708
-    fast = decode_image(data, min_short_side=draft_short_side(spec), fast=True)
-    pillow = decode_image(data, min_short_side=draft_short_side(spec))
+    drafted = decode_image(data, min_short_side=draft_short_side(spec))
     # halved to 854 (>= 2 × the 256 resize; a quarter, 427, would be below)
-    assert fast.reduced and fast.image.size == pillow.image.size == (1280, 854)
-    assert (fast.width, fast.height) == (2560, 1708)
-    assert np.array_equal(np.asarray(fast.image), np.asarray(pillow.image))
-
-
-def test_fast_decode_keeps_exif_rotation_and_error_types(tmp_path: Path) -> None:
-    photo = Image.open(photo_paths()[2]).convert("RGB")  # chelsea, 451×300
-    exif = photo.getexif()
-    exif[0x0112] = 6  # rotate 90° clockwise to view
-    data = jpeg(photo, exif=exif.tobytes())
-    fast, pillow = decode_image(data, fast=True), decode_image(data)
-    assert fast.image.size == pillow.image.size == (300, 451) and (fast.width, fast.height) == (300, 451)
-    assert np.array_equal(np.asarray(fast.image), np.asarray(pillow.image))
-    with pytest.raises(TruncatedImageError):
-        decode_image(data[: len(data) // 2], fast=True)
-    cmyk = jpeg(photo.convert("CMYK"))  # not simplejpeg's: Pillow decodes it as before
-    assert np.array_equal(
-        np.asarray(decode_image(cmyk, fast=True).image), np.asarray(decode_image(cmyk).image)
+    assert (
+        drafted.reduced
+        and drafted.image.size == (1280, 854)
+        and (drafted.width, drafted.height) == (2560, 1708)
     )
+    fast, exact = lite0.prepare(data), Classifier(lite0.model_dir, decode="exact").prepare(data)
+    assert (fast.width, fast.height) == (exact.width, exact.height) == (2560, 1708)
+    assert 0 < np.abs(fast.pixels - exact.pixels).mean() < 0.02  # close, not identical
 
 
 @pytest.mark.slow

@@ -215,7 +215,6 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_short_side: int | None = None,
-    fast: bool = False,
 ) -> DecodedImage:
     """Decode one image from a path, encoded bytes, a PIL image or a numpy array into RGB.
 
@@ -232,10 +231,6 @@ def decode_image(
             reduction (1/2, 1/4 or 1/8) that keeps the short side ``>= min_short_side``; other
             formats decode at full size. Pass what your resize step needs (e.g. 256 for a 224
             crop; twice that keeps the final antialiased resize doing real work).
-        fast: decode JPEG pixels with libjpeg-turbo through ``simplejpeg`` (when installed) rather
-            than Pillow: the same pixels (and, with ``min_short_side``, the same DCT scale as
-            Pillow's draft) in less time. Headers, EXIF, limits and errors stay Pillow's; any data
-            simplejpeg refuses goes through Pillow as usual.
 
     Returns:
         A :class:`DecodedImage` whose ``width``/``height`` are the true, EXIF-rotated size.
@@ -269,11 +264,11 @@ def decode_image(
         if view.nbytes == 0:
             raise ImageUnavailableError("empty image data (0 bytes): nothing to decode")
         encoded = view if view.c_contiguous else view.tobytes()
-        return _decode_stream(io.BytesIO(encoded), max_pixels, min_short_side, fast)
+        return _decode_stream(io.BytesIO(encoded), max_pixels, min_short_side)
     if isinstance(source, (str, os.PathLike)):
         path = os.fsdecode(os.fspath(source))
         with _open_image_file(path) as fh:
-            return _decode_stream(fh, max_pixels, min_short_side, fast)
+            return _decode_stream(fh, max_pixels, min_short_side)
     if source is None:
         raise ImageUnavailableError("no image data (got None)")
     raise UnsupportedImageError(
@@ -327,7 +322,7 @@ def _os_reason(exc: BaseException) -> str:
 
 
 def _decode_stream(
-    fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None, fast: bool = False
+    fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None
 ) -> DecodedImage:
     """Identify, check and decode an encoded image from an open binary file object."""
     formats = _decodable_formats()
@@ -344,7 +339,7 @@ def _decode_stream(
         raise _unidentified(fp) from None
     except Exception as exc:  # any failure to parse a header is a property of the data
         raise _decode_failure(exc, part="header") from None
-    return _finish(img, max_pixels, min_short_side, allow_draft=True, copy=False, jpeg=fp if fast else None)
+    return _finish(img, max_pixels, min_short_side, allow_draft=True, copy=False)
 
 
 # Formats with a distinctive signature: if the data starts like one of them but Pillow cannot parse
@@ -385,11 +380,8 @@ def _finish(
     *,
     allow_draft: bool,
     copy: bool,
-    jpeg: io.BufferedIOBase | io.BytesIO | None = None,
 ) -> DecodedImage:
-    """Check size and mode, decode the first frame, convert to RGB and undo EXIF orientation.
-
-    ``jpeg``: the stream ``img`` was opened from, to decode a JPEG's pixels with simplejpeg."""
+    """Check size and mode, decode the first frame, convert to RGB and undo EXIF orientation."""
     source_mode = img.mode
     fmt = img.format
     width, height = img.size
@@ -398,24 +390,17 @@ def _finish(
         raise UnsupportedImageError(f"unsupported pixel mode {source_mode!r}: convert the image to RGB first")
 
     drafted = False
-    turbo = None  # the pixels, when simplejpeg decoded them
-    if jpeg is not None and fmt == "JPEG" and source_mode in ("RGB", "L"):
-        turbo = _decode_jpeg_turbo(jpeg, width, height, min_short_side if allow_draft else None)
-    if turbo is not None:
-        drafted = turbo.size != (width, height)
-    else:
-        if allow_draft and min_short_side and fmt in ("JPEG", "MPO"):
-            drafted = _draft_jpeg(img, min_short_side)
-        try:
-            img.load()
-        except Image.DecompressionBombError as exc:
-            raise _over_limit_from_pillow(exc, max_pixels) from None
-        except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error...
-            raise _decode_failure(exc) from None
+    if allow_draft and min_short_side and fmt in ("JPEG", "MPO"):
+        drafted = _draft_jpeg(img, min_short_side)
+
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise _over_limit_from_pillow(exc, max_pixels) from None
+    except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error...
+        raise _decode_failure(exc) from None
 
     orientation = _exif_orientation(img)
-    if turbo is not None:
-        img = turbo
     if not drafted:
         # The loaded size is authoritative (a few plugins settle the size only when loading).
         width, height = img.size
@@ -433,41 +418,6 @@ def _finish(
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return DecodedImage(image=rgb, width=width, height=height, source_mode=source_mode, format=fmt)
-
-
-def _decode_jpeg_turbo(
-    fp: io.BufferedIOBase | io.BytesIO, width: int, height: int, min_short_side: int | None
-) -> Image.Image | None:
-    """A JPEG's pixels as RGB through simplejpeg (libjpeg-turbo's TurboJPEG API), or ``None`` when
-    simplejpeg is not installed or refuses the data (Pillow then decodes it and reports any error).
-
-    With ``min_short_side`` (and a short side at least twice that), the same DCT scale as Pillow's
-    draft: the strongest of 1/2, 1/4, 1/8 that keeps the short side ``>= min_short_side``. (libjpeg-turbo
-    also scales by other eighths, but 3/8 or 5/8 measured slower than the next halving up: only the
-    halvings have SIMD code.) Full-size decoding uses libjpeg's accurate integer DCT and fancy
-    upsampling, Pillow's defaults: the same pixels as Pillow.
-    """
-    try:
-        import simplejpeg
-    except ImportError:
-        return None
-    short = min(width, height)
-    scale = 1
-    if min_short_side is not None:
-        scale = next(s for s in (8, 4, 2, 1) if s <= short // min_short_side or s == 1)
-    side = -(-short // scale) if scale > 1 else 0  # ceil: the decoded short side at that scale
-    try:
-        fp.seek(0)
-        data = fp.read()
-        pixels = simplejpeg.decode_jpeg(
-            data,
-            colorspace="RGB",
-            min_height=side if height <= width else 0,
-            min_width=side if width < height else 0,
-        )
-    except Exception:  # a truncated or odd file: Pillow decides, with its own error messages
-        return None
-    return Image.fromarray(pixels)
 
 
 def _draft_jpeg(img: Image.Image, min_short_side: int) -> bool:

@@ -47,8 +47,8 @@ DEFAULT_BATCH_SIZE = 16
 _REBUILD_LOCK = threading.Lock()
 R = TypeVar("R")
 DecodeMode = Literal["fast", "exact"]
-#: ``"fast"`` (default): JPEGs decoded by libjpeg-turbo (simplejpeg; Pillow's pixels), large ones at a
-#: reduced DCT scale with only the crop window resampled; smaller images exactly as the reference.
+#: ``"fast"`` (default): large JPEGs decoded at a reduced DCT scale (Pillow's draft) with only the crop
+#: window resampled; smaller images exactly as the reference.
 #: ``"exact"``: full Pillow decode, then resize and crop exactly as the reference processors
 #: (timm/torchvision, Hugging Face) do, whatever the size — for parity checks.
 DECODE_MODES: tuple[DecodeMode, ...] = ("fast", "exact")
@@ -104,10 +104,10 @@ class ImageTask:
             decode inline). See :mod:`sparkvision.scheduling`.
         max_pixels: images with more pixels are refused (decompression-bomb guard).
         decode: ``"fast"`` (default) or ``"exact"``, see :data:`DECODE_MODES`. ``"exact"`` reproduces
-            the reference preprocessing to float rounding for every image; ``"fast"`` decodes JPEGs with
-            libjpeg-turbo (the same pixels as Pillow) and reduces large photos (JPEG draft scale, crop
-            window resampling): the same tensors as ``"exact"`` below twice the resize size, and the
-            same top label wherever that label is clear (README, "Performance").
+            the reference preprocessing to float rounding for every image; ``"fast"`` reduces large
+            photos (JPEG draft scale, crop-window resampling): the same tensors as ``"exact"`` below
+            twice the resize size, a fraction of its time above, and the same top label wherever
+            that label is clear (README, "Performance").
     """
 
     #: The task name this class serves (set by :func:`~sparkvision.tasks.registry.register_task`).
@@ -197,12 +197,8 @@ class ImageTask:
                 decoded = source
             else:
                 limit = self.max_pixels if max_pixels is None else max_pixels
-                if exact:
-                    decoded = decode_image(source, max_pixels=limit)
-                else:
-                    decoded = decode_image(
-                        source, max_pixels=limit, min_short_side=draft_short_side(spec), fast=True
-                    )
+                draft = None if exact else draft_short_side(spec)
+                decoded = decode_image(source, max_pixels=limit, min_short_side=draft)
             pixels = preprocess(decoded.image, spec, window=not exact and crop_window_resize(decoded, spec))
         except SparkvisionError:
             raise
