@@ -122,6 +122,10 @@ def test_transform_image_source_matches_the_core_on_the_same_pixels(
         for r in rows
     ]
     expected = list(_core(captioning).caption_sources(pixels, **captioning.generationOptions()))
+    greedy = _core(captioning).caption_sources(pixels, **{**captioning.generationOptions(), "num_beams": 1})
+    # The comparison can tell: beam 2 is not greedy here, and the photos get different captions.
+    assert [c.caption for c in expected] != [c.caption for c in greedy]
+    assert len({c.caption for c in expected}) > 1
     for row, want in zip(rows, expected):
         [annotation] = row.caption
         assert want.ok and len(want.caption) > 0
