@@ -233,3 +233,20 @@ def test_pretrained_default_name_offline_says_how_to_load_a_local_copy(
 def test_a_classifier_model_is_refused(tiny_model: Path) -> None:
     with pytest.raises(ConfigError, match="captioning model"):
         VisionEncoderDecoderForImageCaptioning.loadSavedModel(str(tiny_model))
+
+
+def test_sampling_with_a_seed_repeats_and_follows_the_core(
+    model: PipelineModel, image_dirs: dict, captioning: VisionEncoderDecoderForImageCaptioning
+) -> None:
+    images = [str(p) for p in image_dirs["good_files"]]
+    stage = model.stages[1].copy().setDoSample(True).setBeamSize(1)
+    sampling = PipelineModel([model.stages[0], stage])
+    sampled = {}
+    for seed in (3, 4):
+        stage.setSeed(seed)
+        sampled[seed] = [r["caption"][0].result for r in LightPipeline(sampling).fullAnnotateImage(images)]
+        want = _core(stage).caption(images, **stage.generationOptions())
+        assert sampled[seed] == [c.caption for c in want]
+    assert sampled[3] != sampled[4]
+    stage.setSeed(3)
+    assert [r["caption"][0].result for r in LightPipeline(sampling).fullAnnotateImage(images)] == sampled[3]
