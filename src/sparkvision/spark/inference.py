@@ -1,4 +1,5 @@
-"""What runs inside Spark's Python workers: batched classification with a per-process model cache.
+"""What runs inside Spark's Python workers: batched classification and captioning with a per-process
+model cache.
 
 The classifier stage sends only a small :class:`ClassifyJob` (a model reference and a few options, a
 few hundred bytes) to the executors — never the model. Each Python worker resolves the model
@@ -12,6 +13,10 @@ Rows arrive as Arrow batches (an iterator pandas UDF; Spark bounds each batch by
 ``spark.sql.execution.arrow.maxRecordsPerBatch`` and ``...maxBytesPerBatch``) and are classified in
 chunks of the stage's ``batchSize`` by the same core as the CLI. Every row yields exactly one
 annotation, in order; a row that cannot be read yields an annotation with ``metadata["error"]``.
+
+The captioning stage sends a :class:`CaptionJob` and gets ``document`` annotations through the same
+pieces: the cache (the model's task decides the class: a :class:`~sparkvision.tasks.captioning.Captioner`
+for a captioning model), the row-to-source conversion and the frame streaming.
 """
 
 from __future__ import annotations
