@@ -140,7 +140,7 @@ def worker_cache_info() -> dict[str, Any]:
         }
 
 
-def _task_threads(job: ClassifyJob) -> int | None:
+def _task_threads(job: ClassifyJob | CaptionJob) -> int | None:
     if job.threads > 0:
         return job.threads
     from pyspark import TaskContext
@@ -149,7 +149,7 @@ def _task_threads(job: ClassifyJob) -> int | None:
     return context.cpus() if context is not None else None
 
 
-def _shipped_model_dir(job: ClassifyJob) -> Path:
+def _shipped_model_dir(job: ClassifyJob | CaptionJob) -> Path:
     from pyspark import SparkFiles
 
     path = Path(SparkFiles.get(job.model_ref)).resolve()  # the root is relative ('.') on executors
@@ -427,9 +427,9 @@ def caption_batches(job: CaptionJob, batches: Iterator[pd.DataFrame]) -> Iterato
     if first is None:
         return
     captioner = worker_captioner(
-        _shipped_model_dir(job),  # type: ignore[arg-type]  # the fields it reads are shared
+        _shipped_model_dir(job),
         job.preprocess,
-        threads=_task_threads(job),  # type: ignore[arg-type]
+        threads=_task_threads(job),
         decode_workers=job.decode_workers,
     )
     annotate = functools.partial(
