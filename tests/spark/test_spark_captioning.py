@@ -250,3 +250,11 @@ def test_sampling_with_a_seed_repeats_and_follows_the_core(
     assert sampled[3] != sampled[4]
     stage.setSeed(3)
     assert [r["caption"][0].result for r in LightPipeline(sampling).fullAnnotateImage(images)] == sampled[3]
+
+
+def test_pretrained_finds_a_checkpoint_loadsavedmodel_imported(
+    captioning: VisionEncoderDecoderForImageCaptioning, caption_checkpoint: Path
+) -> None:
+    stage = VisionEncoderDecoderForImageCaptioning.pretrained(caption_checkpoint.name)
+    assert Path(stage.getModelPath()).resolve() == Path(captioning.getModelPath()).resolve()
+    assert stage.getDoSample() is True  # Spark NLP's default, not the checkpoint's generation config
