@@ -283,39 +283,16 @@ def category_annotation(image: ImageInput, prediction: Prediction) -> dict[str, 
 # -- document annotations (captioning) ----------------------------------------------------------------
 DOCUMENT = "document"
 
-#: Spark NLP's ``Annotation.dataType``, nullability included (the captioning stage's output).
-DOCUMENT_ANNOTATION = T.StructType(
-    [
-        T.StructField("annotatorType", T.StringType(), nullable=True),
-        T.StructField("begin", T.IntegerType(), nullable=False),
-        T.StructField("end", T.IntegerType(), nullable=False),
-        T.StructField("result", T.StringType(), nullable=True),
-        T.StructField("metadata", _STRING_MAP, nullable=True),
-        T.StructField("embeddings", T.ArrayType(T.FloatType(), containsNull=False), nullable=True),
-    ]
-)
-#: What a pandas UDF can declare (Arrow output from pandas is nullable); see
-#: :func:`document_annotations_column`.
-DOCUMENT_ANNOTATION_FROM_PYTHON = T.StructType(
-    [T.StructField(f.name, f.dataType, nullable=True) for f in DOCUMENT_ANNOTATION.fields]
-)
-#: Spark NLP's ``Annotation.arrayType``: the annotation column's type.
-DOCUMENT_ANNOTATIONS = T.ArrayType(DOCUMENT_ANNOTATION, containsNull=True)
+#: Spark NLP's ``Annotation.dataType`` is one schema for every annotation type but images: a document
+#: annotation has the category annotation's struct (nullability included).
+DOCUMENT_ANNOTATION = CATEGORY_ANNOTATION
+DOCUMENT_ANNOTATION_FROM_PYTHON = CATEGORY_ANNOTATION_FROM_PYTHON
+DOCUMENT_ANNOTATIONS = CATEGORY_ANNOTATIONS
 
 
 def document_annotations_column(raw: Any) -> Any:
     """The annotation column (:data:`DOCUMENT_ANNOTATIONS`) from a UDF's one-struct-per-row output."""
-    from pyspark.sql import functions as F
-
-    annotation = F.struct(
-        raw["annotatorType"].alias("annotatorType"),
-        F.coalesce(raw["begin"], F.lit(0)).alias("begin"),
-        F.coalesce(raw["end"], F.lit(-1)).alias("end"),
-        raw["result"].alias("result"),
-        raw["metadata"].alias("metadata"),
-        raw["embeddings"].alias("embeddings"),
-    )
-    return F.array(annotation).cast(DOCUMENT_ANNOTATIONS)
+    return category_annotations_column(raw)
 
 
 def document_annotation(image: ImageInput, caption: Any) -> dict[str, Any]:

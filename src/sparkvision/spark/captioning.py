@@ -66,6 +66,7 @@ from .params import (
     at_least,
 )
 from .shipping import local_model_from, ship_model_dir
+from .workers import check_workers
 
 __all__ = ["HasGeneratorProperties", "VisionEncoderDecoderForImageCaptioning"]
 
@@ -456,7 +457,8 @@ class VisionEncoderDecoderForImageCaptioning(
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         input_col, output_col = self._check_columns(dataset)
-        job = self._job("")
+        job = self._job("")  # validates every param on the driver, before anything is shipped
+        check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
         job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
         image = F.col(input_col)[0]
         row = F.struct(
