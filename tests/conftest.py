@@ -4,6 +4,7 @@ pollute) the user's ``~/.cache/sparkvision``; set ``SPARKVISION_TEST_HOME`` to r
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,3 +38,14 @@ def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_models import write_colour_model
 
     return write_colour_model(tmp_path_factory.mktemp("models") / "tiny_colour")
+
+
+@pytest.fixture(scope="session")
+def caption_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random ViT + GPT-2 ``VisionEncoderDecoderModel`` checkpoint (Hugging Face layout), built
+    once per session for the captioning and Spark tests (see tests/captioning/caption_helpers.py)."""
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(ROOT / "tests" / "captioning"))
+    from caption_helpers import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("caption") / "checkpoint")

@@ -1,4 +1,5 @@
-"""One tiny captioning checkpoint per test session, imported once (keeps the folder fast)."""
+"""One tiny captioning checkpoint per test session (``caption_checkpoint``, in tests/conftest.py: the
+Spark tests use it too), imported once (keeps the folder fast)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,6 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-@pytest.fixture(scope="session")
-def caption_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("transformers")
-    from caption_helpers import build_checkpoint
-
-    return build_checkpoint(tmp_path_factory.mktemp("caption") / "checkpoint")
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from sparkvision.annotator import (
     ConvNextForImageClassification,
     ImageClassifierModel,
     SwinForImageClassification,
+    VisionEncoderDecoderForImageCaptioning,
     ViTForImageClassification,
 )
 from sparkvision.base import ImageAssembler, LightPipeline
@@ -70,6 +71,11 @@ _ANNOTATOR_PARAMS = ["inputCols", "outputCol", "lazyAnnotator", "batchSize", "do
 _RESCALE_METHODS = {"setDoRescale": [("value", REQUIRED)], "setRescaleFactor": [("value", REQUIRED)]}
 _IMAGE_DEFAULTS = {"batchSize": 2, "doNormalize": True, "doRescale": True, "doResize": True, "size": 224,
                    "rescaleFactor": 1 / 255.0, "lazyAnnotator": False}  # fmt: skip
+
+# HasGeneratorProperties (common/properties.py)
+_GENERATOR_PARAMS = ["task", "minOutputLength", "maxOutputLength", "doSample", "temperature", "topK", "topP",
+                     "repetitionPenalty", "noRepeatNgramSize", "beamSize", "nReturnSequences"]  # fmt: skip
+_GENERATOR_METHODS = {"set" + p[0].upper() + p[1:]: [("value", REQUIRED)] for p in _GENERATOR_PARAMS}
 
 
 def _pretrained(name: str, engine: bool) -> list[tuple[str, Any]]:
@@ -114,6 +120,18 @@ SPARK_NLP: dict[type, dict[str, Any]] = {
         "defaults": {**_IMAGE_DEFAULTS, "imageMean": CLIP_MEAN, "imageStd": CLIP_STD, "resample": 2},
         "attrs": {"name": "CLIPForZeroShotClassification", "inputAnnotatorTypes": ["image"],
                   "outputAnnotatorType": "category"},
+    },
+    VisionEncoderDecoderForImageCaptioning: {
+        "methods": {**_ANNOTATOR_METHODS, **_RESCALE_METHODS, **_GENERATOR_METHODS,
+                    "setConfigProtoBytes": [("b", REQUIRED)],
+                    "pretrained": _pretrained("image_captioning_vit_gpt2", engine=True)},
+        "params": [*_ANNOTATOR_PARAMS, "doRescale", "rescaleFactor", *_GENERATOR_PARAMS],
+        "defaults": {**_IMAGE_DEFAULTS, "imageMean": [0.5, 0.5, 0.5], "imageStd": [0.5, 0.5, 0.5], "resample": 2,
+                     "beamSize": 1, "doSample": True, "maxOutputLength": 50, "minOutputLength": 0,
+                     "nReturnSequences": 1, "noRepeatNgramSize": 0, "repetitionPenalty": 1.0, "temperature": 1.0,
+                     "topK": 50, "topP": 1.0},
+        "attrs": {"name": "VisionEncoderDecoderForImageCaptioning", "inputAnnotatorTypes": ["image"],
+                  "outputAnnotatorType": "document"},
     },
     ImageAssembler: {
         "methods": {"setParams": [], "setInputCol": [("value", REQUIRED)], "setOutputCol": [("value", REQUIRED)],

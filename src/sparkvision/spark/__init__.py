@@ -22,6 +22,7 @@ the model directory shipped to executors with ``SparkContext.addFile``.
 
 Modules: :mod:`.session` (``start``), :mod:`.assembler` (``ImageAssembler``), :mod:`.classifier` (the
 ``*ForImageClassification`` stages), :mod:`.clip` (``CLIPForZeroShotClassification``),
+:mod:`.captioning` (``VisionEncoderDecoderForImageCaptioning``), :mod:`.params` (the params mixins),
 :mod:`.approach` (``ImageClassifierApproach``: trains a classifier stage), :mod:`.light`
 (``LightPipeline``), :mod:`.functions` (plain columns from annotations, image readers), :mod:`.batch`
 (the CLI's ``--spark`` job), :mod:`.inference` (what runs on the executors).
@@ -47,6 +48,7 @@ except ImportError as exc:
 from .annotations import Annotation, AnnotationImage
 from .approach import ImageClassifierApproach, read_labelled_images
 from .assembler import ImageAssembler
+from .captioning import VisionEncoderDecoderForImageCaptioning
 from .classifier import (
     ConvNextForImageClassification,
     EfficientNetForImageClassification,
@@ -71,6 +73,7 @@ __all__ = [
     "LightPipeline",
     "SwinForImageClassification",
     "ViTForImageClassification",
+    "VisionEncoderDecoderForImageCaptioning",
     "prediction_columns",
     "read_image_stream",
     "read_images",

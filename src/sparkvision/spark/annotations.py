@@ -29,6 +29,17 @@ Category annotation (classifier output), one per image::
   ``L``, ``P``, ``CMYK``...);
 * ``error``: why the image could not be classified (then there are no scores).
 
+Document annotation (captioning output), one per image, Spark NLP's ``Annotation`` schema with its
+nullability (``begin``/``end`` never null, ``embeddings`` never holding a null)::
+
+    array<struct<annotatorType: "document", begin: int, end: int, result: string,
+                 metadata: map<string,string>, embeddings: array<float>>>
+
+``result`` is the best caption (empty for an image that could not be read), ``begin`` 0 and ``end``
+``len(result) - 1``; ``metadata`` holds ``image`` (``"0"``, the index of the image annotation read),
+the image keys above (``origin``, ``height``...), every returned caption best first as
+``caption_1`` ... ``caption_N`` with ``n_captions`` = N (``nReturnSequences``), or ``error``.
+
 All values are strings, as Spark NLP's metadata maps are. :func:`sparkvision.spark.prediction_columns`
 turns the column into plain typed columns.
 """
@@ -49,6 +60,10 @@ __all__ = [
     "CATEGORY_ANNOTATION",
     "CATEGORY_ANNOTATIONS",
     "CATEGORY_ANNOTATION_FROM_PYTHON",
+    "DOCUMENT",
+    "DOCUMENT_ANNOTATION",
+    "DOCUMENT_ANNOTATIONS",
+    "DOCUMENT_ANNOTATION_FROM_PYTHON",
     "ENCODED_FILE",
     "IMAGE",
     "IMAGE_ANNOTATION",
@@ -57,6 +72,8 @@ __all__ = [
     "ImageInput",
     "category_annotation",
     "category_annotations_column",
+    "document_annotation",
+    "document_annotations_column",
     "is_annotation_array",
     "is_image_struct",
 ]
@@ -260,4 +277,41 @@ def category_annotation(image: ImageInput, prediction: Prediction) -> dict[str, 
         "result": result,
         "metadata": metadata,
         "embeddings": [] if embedding is None else [float(v) for v in embedding],
+    }
+
+
+# -- document annotations (captioning) ----------------------------------------------------------------
+DOCUMENT = "document"
+
+#: Spark NLP's ``Annotation.dataType`` is one schema for every annotation type but images: a document
+#: annotation has the category annotation's struct (nullability included).
+DOCUMENT_ANNOTATION = CATEGORY_ANNOTATION
+DOCUMENT_ANNOTATION_FROM_PYTHON = CATEGORY_ANNOTATION_FROM_PYTHON
+DOCUMENT_ANNOTATIONS = CATEGORY_ANNOTATIONS
+
+
+def document_annotations_column(raw: Any) -> Any:
+    """The annotation column (:data:`DOCUMENT_ANNOTATIONS`) from a UDF's one-struct-per-row output."""
+    return category_annotations_column(raw)
+
+
+def document_annotation(image: ImageInput, caption: Any) -> dict[str, Any]:
+    """The document annotation (a plain dict, the shape Arrow wants) for one
+    :class:`~sparkvision.tasks.captioning.Caption` of ``image``."""
+    metadata: dict[str, str] = {"image": "0"}
+    if caption.ok:
+        for rank, text in enumerate(caption.captions, start=1):
+            metadata[f"caption_{rank}"] = text
+        metadata["n_captions"] = str(len(caption.captions))
+    else:
+        metadata["error"] = caption.error or "unknown error"
+    metadata.update(_image_metadata(image, caption))
+    result = caption.caption or ""
+    return {
+        "annotatorType": DOCUMENT,
+        "begin": 0,
+        "end": len(result) - 1,
+        "result": result,
+        "metadata": metadata,
+        "embeddings": [],
     }

@@ -1,4 +1,5 @@
-"""What runs inside Spark's Python workers: batched classification with a per-process model cache.
+"""What runs inside Spark's Python workers: batched classification and captioning with a per-process
+model cache.
 
 The classifier stage sends only a small :class:`ClassifyJob` (a model reference and a few options, a
 few hundred bytes) to the executors — never the model. Each Python worker resolves the model
@@ -12,41 +13,62 @@ Rows arrive as Arrow batches (an iterator pandas UDF; Spark bounds each batch by
 ``spark.sql.execution.arrow.maxRecordsPerBatch`` and ``...maxBytesPerBatch``) and are classified in
 chunks of the stage's ``batchSize`` by the same core as the CLI. Every row yields exactly one
 annotation, in order; a row that cannot be read yields an annotation with ``metadata["error"]``.
+
+The captioning stage sends a :class:`CaptionJob` and gets ``document`` annotations through the same
+pieces: the cache (the model's task decides the class: a :class:`~sparkvision.tasks.captioning.Captioner`
+for a captioning model), the row-to-source conversion and the frame streaming.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from ..errors import ImageDecodeError, ModelFormatError
+from ..errors import ConfigError, ImageDecodeError, ModelFormatError
 from ..images import decode_bgr_struct
 from ..models.store import is_model_dir, load_model_dir
 from ..preprocess import PreprocessSpec
-from ..tasks.base import for_model
+from ..results import Prediction
+from ..tasks.base import ImageTask, for_model
+from ..tasks.captioning import Caption, Captioner
 from ..tasks.labelling import LabelTask
-from .annotations import CATEGORY_ANNOTATION, CATEGORY_ANNOTATION_FROM_PYTHON, ImageInput, category_annotation
+from .annotations import (
+    CATEGORY_ANNOTATION,
+    CATEGORY_ANNOTATION_FROM_PYTHON,
+    DOCUMENT_ANNOTATION,
+    DOCUMENT_ANNOTATION_FROM_PYTHON,
+    ImageInput,
+    category_annotation,
+    document_annotation,
+)
 
 __all__ = [
+    "CaptionJob",
     "ClassifyJob",
+    "caption_batches",
+    "caption_images",
     "classify_images",
+    "make_caption_udf",
     "make_classify_udf",
     "worker_cache_info",
+    "worker_captioner",
     "worker_classifier",
 ]
 
 _OUTPUT_COLUMNS = [f.name for f in CATEGORY_ANNOTATION.fields]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -118,7 +140,7 @@ def worker_cache_info() -> dict[str, Any]:
         }
 
 
-def _task_threads(job: ClassifyJob) -> int | None:
+def _task_threads(job: ClassifyJob | CaptionJob) -> int | None:
     if job.threads > 0:
         return job.threads
     from pyspark import TaskContext
@@ -127,7 +149,7 @@ def _task_threads(job: ClassifyJob) -> int | None:
     return context.cpus() if context is not None else None
 
 
-def _shipped_model_dir(job: ClassifyJob) -> Path:
+def _shipped_model_dir(job: ClassifyJob | CaptionJob) -> Path:
     from pyspark import SparkFiles
 
     path = Path(SparkFiles.get(job.model_ref)).resolve()  # the root is relative ('.') on executors
@@ -171,6 +193,27 @@ def _source(image: ImageInput) -> tuple[Any, str | None]:
     return decoded, None
 
 
+def _with_inputs(
+    images: Iterable[ImageInput], run: Callable[[Iterator[Any]], Iterable[R]]
+) -> Iterator[tuple[ImageInput, str | None, R]]:
+    """Feed the images' sources to a core task's stream (``run``) and pair each result with its image
+    and the error that row already had; streamed: the core reads ``images`` only as far as its
+    decoding runs ahead of inference. The core yields one result per source, in order."""
+    rows: deque[tuple[ImageInput, str | None]] = deque()
+
+    def sources() -> Iterator[Any]:
+        for image in images:
+            source, error = _source(image)
+            rows.append((image, error))
+            yield source
+
+    for result in run(sources()):
+        image, error = rows.popleft()
+        yield image, error, result
+    if rows:  # the core's contract; a mismatch would misalign rows
+        raise RuntimeError(f"{len(rows)} images got no result")
+
+
 def _annotations(
     classifier: LabelTask,
     images: Iterable[ImageInput],
@@ -180,30 +223,21 @@ def _annotations(
     embeddings: bool,
     candidate_labels: Sequence[str] | None,
 ) -> Iterator[dict[str, Any]]:
-    """One category annotation per image, in order, streamed: the core reads ``images`` only as
-    far as its decoding runs ahead of inference."""
-    rows: deque[tuple[ImageInput, str | None]] = deque()
+    """One category annotation per image, in order, streamed."""
 
-    def sources() -> Iterator[Any]:
-        for image in images:
-            source, error = _source(image)
-            rows.append((image, error))
-            yield source
+    def run(sources: Iterator[Any]) -> Iterator[Prediction]:
+        return classifier.classify_sources(
+            sources,
+            top_k=top_k,
+            batch_size=batch_size,
+            embeddings=embeddings,
+            candidate_labels=candidate_labels,
+        )
 
-    predictions = classifier.classify_sources(
-        sources(),
-        top_k=top_k,
-        batch_size=batch_size,
-        embeddings=embeddings,
-        candidate_labels=candidate_labels,
-    )
-    for prediction in predictions:
-        image, error = rows.popleft()  # the core yields one prediction per source, in order
+    for image, error, prediction in _with_inputs(images, run):
         if error is not None:
             prediction = dataclasses.replace(prediction, error=error)
         yield category_annotation(image, prediction)
-    if rows:  # the core's contract; a mismatch would misalign rows
-        raise RuntimeError(f"{len(rows)} images got no prediction")
 
 
 def classify_images(
@@ -273,23 +307,33 @@ def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Itera
         decode_workers=job.decode_workers,
         prompt_template=job.prompt_template,
     )
-    sizes: deque[int] = deque()
-
-    def images() -> Iterator[ImageInput]:
-        for frame in itertools.chain([first], batches):
-            sizes.append(len(frame))
-            with _CACHE_LOCK:
-                _STATS["batches"] += 1
-            yield from _frame_images(frame)
-
-    annotations = _annotations(
+    annotate = functools.partial(
+        _annotations,
         classifier,
-        images(),
         top_k=job.top_k,
         batch_size=job.batch_size,
         embeddings=job.embeddings,
         candidate_labels=job.candidate_labels,
     )
+    yield from _annotated_frames(itertools.chain([first], batches), annotate, _OUTPUT_COLUMNS)
+
+
+def _annotated_frames(
+    batches: Iterable[pd.DataFrame],
+    annotate: Callable[[Iterator[ImageInput]], Iterator[dict[str, Any]]],
+    columns: list[str],
+) -> Iterator[pd.DataFrame]:
+    """Image-row frames in, annotation frames out (same sizes, same order): every frame's images go
+    through one ``annotate`` stream, and a frame is yielded as soon as all its rows are annotated."""
+    sizes: deque[int] = deque()
+
+    def images() -> Iterator[ImageInput]:
+        for frame in batches:
+            sizes.append(len(frame))
+            with _CACHE_LOCK:
+                _STATS["batches"] += 1
+            yield from _frame_images(frame)
+
     done: list[dict[str, Any]] = []
 
     def complete_frames() -> Iterator[pd.DataFrame]:
@@ -297,10 +341,10 @@ def classify_batches(job: ClassifyJob, batches: Iterator[pd.DataFrame]) -> Itera
             size = sizes.popleft()
             with _CACHE_LOCK:
                 _STATS["rows"] += size
-            yield pd.DataFrame.from_records(done[:size], columns=_OUTPUT_COLUMNS)
+            yield pd.DataFrame.from_records(done[:size], columns=columns)
             del done[:size]
 
-    for annotation in annotations:
+    for annotation in annotate(images()):
         done.append(annotation)
         yield from complete_frames()
     yield from complete_frames()  # frames of no rows after the last annotation
@@ -314,3 +358,91 @@ def make_classify_udf(job: ClassifyJob):
         return classify_batches(job, batches)
 
     return pandas_udf(classify_images_udf, returnType=CATEGORY_ANNOTATION_FROM_PYTHON)  # type: ignore[call-overload]
+
+
+# -- captioning ------------------------------------------------------------------------------------------
+_DOCUMENT_COLUMNS = [f.name for f in DOCUMENT_ANNOTATION.fields]
+
+
+@dataclass(frozen=True)
+class CaptionJob:
+    """What an executor needs to caption rows: as :class:`ClassifyJob`, with ``generation`` holding
+    :meth:`Captioner.caption <sparkvision.tasks.captioning.Captioner.caption>`'s options as
+    ``(name, value)`` pairs (``max_length``, ``num_beams``, ``do_sample``...)."""
+
+    model_ref: str
+    preprocess: dict[str, Any] = field(hash=False)
+    generation: tuple[tuple[str, Any], ...] = ()
+    batch_size: int = 2
+    threads: int = 0
+    decode_workers: int | None = None
+
+
+def worker_captioner(
+    model_dir: str | Path,
+    preprocess: dict[str, Any],
+    *,
+    threads: int | None = None,
+    decode_workers: int | None = None,
+) -> Captioner:
+    """The process-wide captioner for a model directory and preprocessing (created on first use;
+    the same cache as :func:`worker_classifier`, which builds whatever task the model names)."""
+    task: ImageTask = worker_classifier(model_dir, preprocess, threads=threads, decode_workers=decode_workers)
+    if not isinstance(task, Captioner):
+        raise ConfigError(f"{model_dir} holds a {task.spec.task} model, not a captioning model")
+    return task
+
+
+def _caption_annotations(
+    captioner: Captioner,
+    images: Iterable[ImageInput],
+    *,
+    batch_size: int,
+    generation: Mapping[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """One document annotation per image, in order, streamed."""
+
+    def run(sources: Iterator[Any]) -> Iterator[Caption]:
+        return captioner.caption_sources(sources, batch_size=batch_size, **generation)
+
+    for image, error, caption in _with_inputs(images, run):
+        if error is not None:
+            caption = dataclasses.replace(caption, error=error, captions=(), tokens=())
+        yield document_annotation(image, caption)
+
+
+def caption_images(
+    captioner: Captioner, images: Sequence[ImageInput], job: CaptionJob
+) -> list[dict[str, Any]]:
+    """Caption image annotations' contents; one document annotation (a dict) per image, in order."""
+    return list(
+        _caption_annotations(captioner, images, batch_size=job.batch_size, generation=dict(job.generation))
+    )
+
+
+def caption_batches(job: CaptionJob, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The body of the captioning pandas UDF: image rows in, document annotation structs out (same
+    count and order; the whole partition is one stream through the core, as in :func:`classify_batches`)."""
+    first = next(batches, None)
+    if first is None:
+        return
+    captioner = worker_captioner(
+        _shipped_model_dir(job),
+        job.preprocess,
+        threads=_task_threads(job),
+        decode_workers=job.decode_workers,
+    )
+    annotate = functools.partial(
+        _caption_annotations, captioner, batch_size=job.batch_size, generation=dict(job.generation)
+    )
+    yield from _annotated_frames(itertools.chain([first], batches), annotate, _DOCUMENT_COLUMNS)
+
+
+def make_caption_udf(job: CaptionJob):
+    """An iterator pandas UDF: struct<origin, height, width, nChannels, mode, data, encoded> → document."""
+    from pyspark.sql.functions import pandas_udf
+
+    def caption_images_udf(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return caption_batches(job, batches)
+
+    return pandas_udf(caption_images_udf, returnType=DOCUMENT_ANNOTATION_FROM_PYTHON)  # type: ignore[call-overload]

@@ -43,12 +43,15 @@ from .annotations import (
     ImageInput,
 )
 from .assembler import ImageAssembler
+from .captioning import VisionEncoderDecoderForImageCaptioning
 from .classifier import ImageClassifierModel
-from .inference import classify_images, worker_classifier
+from .inference import caption_images, classify_images, worker_captioner, worker_classifier
 
 __all__ = ["LightPipeline"]
 
 _Input = str | os.PathLike | bytes | bytearray | memoryview
+#: The stages that annotate images (after an ``ImageAssembler``).
+_ANNOTATING = (ImageClassifierModel, VisionEncoderDecoderForImageCaptioning)
 
 
 def _stages(model: Transformer) -> list[Transformer]:
@@ -123,7 +126,7 @@ def _read(item: Any) -> tuple[str, bytes | None, str | None]:
 
 
 class LightPipeline:
-    """Runs a fitted ``PipelineModel`` of ``ImageAssembler`` + classifier stages in-process.
+    """Runs a fitted ``PipelineModel`` of ``ImageAssembler`` + classifier / captioning stages in-process.
 
     Args:
         pipelineModel: a fitted pipeline (``Pipeline(...).fit(df)``, or ``PipelineModel.load``).
@@ -142,11 +145,11 @@ class LightPipeline:
         """The stages to run: refuses (or, with ``ignoreUnsupported``, skips) any other kind."""
         stages = []
         for stage in self._all_stages:
-            if isinstance(stage, (ImageAssembler, ImageClassifierModel)):
+            if isinstance(stage, (ImageAssembler, *_ANNOTATING)):
                 stages.append(stage)
             elif not self._ignore_unsupported:
                 raise ConfigError(
-                    f"LightPipeline runs ImageAssembler and image classifier stages; {type(stage).__name__} "
+                    f"LightPipeline runs ImageAssembler, image classifier and captioning stages; {type(stage).__name__} "
                     f"({stage.uid}) is not one: use transform() on a DataFrame, or setIgnoreUnsupported(True) "
                     "to skip it"
                 )
@@ -187,7 +190,8 @@ class LightPipeline:
     ) -> dict[str, list[str]] | list[dict[str, list[str]]]:
         """Plain results: ``{column: [result...]}`` (a list of them for a list or a directory).
 
-        Image columns give each image's origin; classifier columns its top label (``""`` on error).
+        Image columns give each image's origin; classifier columns its top label, captioning columns
+        the best caption (``""`` on error).
         """
         single = self._is_single(target) and not (
             isinstance(target, (str, os.PathLike)) and Path(target).is_dir()
@@ -264,7 +268,10 @@ class LightPipeline:
                     raise ConfigError(
                         f"{type(stage).__name__} reads {column!r}, which no ImageAssembler before it creates"
                     )
-                annotations = self._classify(stage, inputs[column])
+                if isinstance(stage, VisionEncoderDecoderForImageCaptioning):
+                    annotations = self._caption(stage, inputs[column])
+                else:
+                    annotations = self._classify(stage, inputs[column])
                 for result, annotation in zip(results, annotations):
                     result[stage.getOutputCol()] = [Annotation(**annotation)]
         return results
@@ -287,3 +294,13 @@ class LightPipeline:
             embeddings=job.embeddings,
             candidate_labels=job.candidate_labels,
         )
+
+    @staticmethod
+    def _caption(
+        stage: VisionEncoderDecoderForImageCaptioning, images: list[ImageInput]
+    ) -> list[dict[str, Any]]:
+        job = stage._job("")
+        captioner = worker_captioner(
+            stage._model_dir(), job.preprocess, threads=job.threads or None, decode_workers=None
+        )
+        return caption_images(captioner, images, job)
