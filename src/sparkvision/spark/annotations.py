@@ -51,8 +51,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from ..errors import ConfigError
 from ..results import Prediction
 
 __all__ = [
@@ -315,3 +317,37 @@ def document_annotation(image: ImageInput, caption: Any) -> dict[str, Any]:
         "metadata": metadata,
         "embeddings": [],
     }
+
+
+def single_input_col(stage: str, input_cols: Sequence[str]) -> str:
+    """The one image annotation column a stage reads (``inputCols`` must name exactly one)."""
+    if len(input_cols) != 1:
+        raise ConfigError(
+            f"{stage} reads exactly one image annotation column, got inputCols={list(input_cols)}"
+        )
+    return input_cols[0]
+
+
+def image_stage_columns(
+    stage: str, input_cols: Sequence[str], output_col: str, dataset: DataFrame
+) -> tuple[str, str]:
+    """The input and output columns of a stage that reads one image annotation column, checked
+    against ``dataset``: the input must exist and hold image annotations, the output must not exist."""
+    input_col = single_input_col(stage, input_cols)
+    fields = {f.name: f for f in dataset.schema.fields}
+    if input_col not in fields:
+        raise ConfigError(
+            f"{stage}: input column {input_col!r} not found (columns: {', '.join(fields)}); "
+            "create it with ImageAssembler().setOutputCol(...) and setInputCols([...]) to it"
+        )
+    if not is_annotation_array(fields[input_col].dataType, IMAGE):
+        raise ConfigError(
+            f"{stage}: column {input_col!r} is {fields[input_col].dataType.simpleString()}, "
+            "not an image annotation column; put an ImageAssembler before this stage and read its output"
+        )
+    if output_col in fields:
+        raise ConfigError(
+            f"{stage}: output column {output_col!r} already exists; choose another with "
+            "setOutputCol() or drop that column first"
+        )
+    return input_col, output_col

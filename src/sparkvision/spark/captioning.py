@@ -50,7 +50,13 @@ from ..errors import ConfigError, ModelNotFoundError
 from ..models.catalogue import resolve_model
 from ..models.spec import ModelSpec
 from ..tasks.captioning import DEFAULT_CAPTIONING_MODEL, Captioner
-from .annotations import DOCUMENT, ENCODED_FILE, IMAGE, document_annotations_column, is_annotation_array
+from .annotations import (
+    DOCUMENT,
+    ENCODED_FILE,
+    IMAGE,
+    document_annotations_column,
+    image_stage_columns,
+)
 from .classifier import _ClassifierReader, _ClassifierWriter, _load_spec, import_saved_model
 from .inference import CaptionJob, make_caption_udf
 from .params import (
@@ -427,33 +433,8 @@ class VisionEncoderDecoderForImageCaptioning(
         )
 
     # -- transform --------------------------------------------------------------------------------
-    def _input_col(self) -> str:
-        cols = self.getInputCols()
-        if len(cols) != 1:
-            raise ConfigError(
-                f"{type(self).__name__} reads exactly one image annotation column, got inputCols={cols}"
-            )
-        return cols[0]
-
     def _check_columns(self, dataset: DataFrame) -> tuple[str, str]:
-        input_col, output_col = self._input_col(), self.getOutputCol()
-        fields = {f.name: f for f in dataset.schema.fields}
-        if input_col not in fields:
-            raise ConfigError(
-                f"{type(self).__name__}: input column {input_col!r} not found (columns: {', '.join(fields)}); "
-                "create it with ImageAssembler().setOutputCol(...) and setInputCols([...]) to it"
-            )
-        if not is_annotation_array(fields[input_col].dataType, IMAGE):
-            raise ConfigError(
-                f"{type(self).__name__}: column {input_col!r} is {fields[input_col].dataType.simpleString()}, "
-                "not an image annotation column; put an ImageAssembler before this stage and read its output"
-            )
-        if output_col in fields:
-            raise ConfigError(
-                f"{type(self).__name__}: output column {output_col!r} already exists; choose another with "
-                "setOutputCol() or drop that column first"
-            )
-        return input_col, output_col
+        return image_stage_columns(type(self).__name__, self.getInputCols(), self.getOutputCol(), dataset)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         input_col, output_col = self._check_columns(dataset)

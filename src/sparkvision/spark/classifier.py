@@ -48,7 +48,13 @@ from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import is_model_dir, load_model_dir
 from ..options import resolve_top_k
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .annotations import CATEGORY, ENCODED_FILE, IMAGE, category_annotations_column, is_annotation_array
+from .annotations import (
+    CATEGORY,
+    ENCODED_FILE,
+    IMAGE,
+    category_annotations_column,
+    image_stage_columns,
+)
 from .inference import ClassifyJob, make_classify_udf
 from .params import (
     PREPROCESS_FIELDS,
@@ -375,33 +381,8 @@ class ImageClassifierModel(
         return list(_load_spec(self._model_dir()).labels)
 
     # -- transform --------------------------------------------------------------------------------
-    def _input_col(self) -> str:
-        cols = self.getInputCols()
-        if len(cols) != 1:
-            raise ConfigError(
-                f"{type(self).__name__} reads exactly one image annotation column, got inputCols={cols}"
-            )
-        return cols[0]
-
     def _check_columns(self, dataset: DataFrame) -> tuple[str, str]:
-        input_col, output_col = self._input_col(), self.getOutputCol()
-        fields = {f.name: f for f in dataset.schema.fields}
-        if input_col not in fields:
-            raise ConfigError(
-                f"{type(self).__name__}: input column {input_col!r} not found (columns: {', '.join(fields)}); "
-                "create it with ImageAssembler().setOutputCol(...) and setInputCols([...]) to it"
-            )
-        if not is_annotation_array(fields[input_col].dataType, IMAGE):
-            raise ConfigError(
-                f"{type(self).__name__}: column {input_col!r} is {fields[input_col].dataType.simpleString()}, "
-                "not an image annotation column; put an ImageAssembler before this stage and read its output"
-            )
-        if output_col in fields:
-            raise ConfigError(
-                f"{type(self).__name__}: output column {output_col!r} already exists; choose another with "
-                "setOutputCol() or drop that column first"
-            )
-        return input_col, output_col
+        return image_stage_columns(type(self).__name__, self.getInputCols(), self.getOutputCol(), dataset)
 
     def _job(self, model_ref: str) -> ClassifyJob:
         spec = self.getModelSpec()

@@ -41,6 +41,7 @@ from .annotations import (
     Annotation,
     AnnotationImage,
     ImageInput,
+    single_input_col,
 )
 from .assembler import ImageAssembler
 from .captioning import VisionEncoderDecoderForImageCaptioning
@@ -263,7 +264,7 @@ class LightPipeline:
                     images.append(ImageInput(origin, None, None, None, None, data, True, error))
                 inputs[column] = images
             else:
-                column = stage._input_col()
+                column = single_input_col(type(stage).__name__, stage.getInputCols())
                 if column not in inputs:
                     raise ConfigError(
                         f"{type(stage).__name__} reads {column!r}, which no ImageAssembler before it creates"
