@@ -51,7 +51,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ..errors import ConfigError
@@ -351,3 +352,18 @@ def image_stage_columns(
             "setOutputCol() or drop that column first"
         )
     return input_col, output_col
+
+
+def image_input_struct(input_col: str) -> Column:
+    """The first image annotation of ``input_col`` as the struct the executors' UDFs read (origin,
+    size, channels, mode, the pixels or encoded file in ``data``, and whether ``data`` is a file)."""
+    image = F.col(input_col)[0]
+    return F.struct(
+        image["origin"].alias("origin"),
+        image["height"].alias("height"),
+        image["width"].alias("width"),
+        image["nChannels"].alias("nChannels"),
+        image["mode"].alias("mode"),
+        image["result"].alias("data"),
+        F.coalesce(image["metadata"]["encoding"] == F.lit(ENCODED_FILE), F.lit(False)).alias("encoded"),
+    )

@@ -44,7 +44,6 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from ..errors import ConfigError, ModelNotFoundError
 from ..models.catalogue import resolve_model
@@ -52,9 +51,9 @@ from ..models.spec import ModelSpec
 from ..tasks.captioning import DEFAULT_CAPTIONING_MODEL, Captioner
 from .annotations import (
     DOCUMENT,
-    ENCODED_FILE,
     IMAGE,
     document_annotations_column,
+    image_input_struct,
     image_stage_columns,
 )
 from .classifier import _ClassifierReader, _ClassifierWriter, _load_spec, import_saved_model
@@ -441,16 +440,7 @@ class VisionEncoderDecoderForImageCaptioning(
         job = self._job("")  # validates every param on the driver, before anything is shipped
         check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
         job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
-        image = F.col(input_col)[0]
-        row = F.struct(
-            image["origin"].alias("origin"),
-            image["height"].alias("height"),
-            image["width"].alias("width"),
-            image["nChannels"].alias("nChannels"),
-            image["mode"].alias("mode"),
-            image["result"].alias("data"),
-            F.coalesce(image["metadata"]["encoding"] == F.lit(ENCODED_FILE), F.lit(False)).alias("encoded"),
-        )
+        row = image_input_struct(input_col)
         annotations = document_annotations_column(make_caption_udf(job)(row))
         return dataset.withColumn(
             output_col, annotations.alias(output_col, metadata={"annotatorType": DOCUMENT})

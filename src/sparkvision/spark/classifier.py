@@ -40,7 +40,6 @@ from pyspark.ml.util import (
     MLWriter,
 )
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from ..errors import ConfigError, ModelFormatError, ModelImportError, ModelNotFoundError
 from ..models.catalogue import DEFAULT_MODEL, get_entry, list_models, resolve_model
@@ -50,9 +49,9 @@ from ..options import resolve_top_k
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .annotations import (
     CATEGORY,
-    ENCODED_FILE,
     IMAGE,
     category_annotations_column,
+    image_input_struct,
     image_stage_columns,
 )
 from .inference import ClassifyJob, make_classify_udf
@@ -404,16 +403,7 @@ class ImageClassifierModel(
         job = self._job("")  # validates every param on the driver, before anything is shipped
         check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
         job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
-        image = F.col(input_col)[0]
-        row = F.struct(
-            image["origin"].alias("origin"),
-            image["height"].alias("height"),
-            image["width"].alias("width"),
-            image["nChannels"].alias("nChannels"),
-            image["mode"].alias("mode"),
-            image["result"].alias("data"),
-            F.coalesce(image["metadata"]["encoding"] == F.lit(ENCODED_FILE), F.lit(False)).alias("encoded"),
-        )
+        row = image_input_struct(input_col)
         annotations = category_annotations_column(make_classify_udf(job)(row))
         return dataset.withColumn(
             output_col, annotations.alias(output_col, metadata={"annotatorType": CATEGORY})
