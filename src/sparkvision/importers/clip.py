@@ -17,7 +17,7 @@ from ..errors import ModelImportError
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..preprocess import PreprocessSpec
 from ..tasks.zero_shot import DEFAULT_PROMPT_TEMPLATE, TEXT_MODEL_FILE, TOKENIZER_FILE, prompts_for, tokenize
-from .common import export_onnx, random_batch, require, sha256_files
+from .common import export_onnx, random_batch, require, save_tokenizer_json, sha256_files
 
 __all__ = ["import_clip"]
 
@@ -37,20 +37,14 @@ def import_clip(
 ) -> ModelSpec:
     """Export a loaded ``CLIPModel`` into ``directory``; returns the zero-shot spec."""
     torch = require("torch", "importing CLIP")
-    transformers = require("transformers", "importing CLIP")
     from .wrappers import CLIPImageTower, CLIPTextTower
 
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
-    except Exception as exc:
-        raise ModelImportError(
-            f"{checkpoint}: the CLIP tokenizer cannot be loaded ({exc}); a CLIP checkpoint needs "
-            f"tokenizer.json (or vocab.json + merges.txt) beside config.json"
-        ) from exc
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise ModelImportError(f"{checkpoint}: the tokenizer has no tokenizers backend to save")
-    backend.save(str(directory / TOKENIZER_FILE))
+    tokenizer = save_tokenizer_json(
+        checkpoint,
+        directory / TOKENIZER_FILE,
+        "a CLIP checkpoint",
+        "tokenizer.json (or vocab.json + merges.txt)",
+    )
 
     length = int(model.config.text_config.max_position_embeddings)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -66,6 +66,24 @@ def require(module: str, what: str) -> Any:
         ) from exc
 
 
+def save_tokenizer_json(checkpoint: Path, target: Path, what: str, needs: str) -> Any:
+    """Load a checkpoint's tokenizer with transformers and save its fast backend as ``target``
+    (a ``tokenizer.json`` that the ``tokenizers`` package runs without transformers); returns the
+    transformers tokenizer. ``what`` names the checkpoint kind, ``needs`` the files it must have."""
+    transformers = require("transformers", f"importing {what}")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
+    except Exception as exc:
+        raise ModelImportError(
+            f"{checkpoint}: the tokenizer cannot be loaded ({exc}); {what} needs {needs} beside config.json"
+        ) from exc
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelImportError(f"{checkpoint}: the tokenizer has no tokenizers backend to save")
+    backend.save(str(target))
+    return tokenizer
+
+
 def sha256_files(paths: Iterable[Path]) -> str:
     """SHA-256 of one weights file, or of several (shards) read in name order as one stream."""
     digest = hashlib.sha256()

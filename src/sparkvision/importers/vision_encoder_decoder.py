@@ -31,7 +31,15 @@ import numpy as np
 from ..errors import ModelImportError
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..preprocess import PreprocessSpec
-from .common import EXPORT_TOLERANCE, ONNX_OPSET, export_onnx, random_batch, require, sha256_files
+from .common import (
+    EXPORT_TOLERANCE,
+    ONNX_OPSET,
+    export_onnx,
+    random_batch,
+    require,
+    save_tokenizer_json,
+    sha256_files,
+)
 
 __all__ = [
     "DECODER_FILE",
@@ -155,18 +163,12 @@ def import_vision_encoder_decoder(
 # -- tokenizer and generation defaults -----------------------------------------------------------------
 def _save_tokenizer(checkpoint: Path, directory: Path) -> Any:
     """Save the checkpoint's tokenizer as ``tokenizer.json``; check that it decodes as transformers does."""
-    transformers = require("transformers", "importing a captioning checkpoint")
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
-    except Exception as exc:
-        raise ModelImportError(
-            f"{checkpoint}: the tokenizer cannot be loaded ({exc}); a captioning checkpoint needs its decoder's "
-            f"tokenizer (tokenizer.json, or vocab.json + merges.txt) beside config.json"
-        ) from exc
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise ModelImportError(f"{checkpoint}: the tokenizer has no tokenizers backend to save")
-    backend.save(str(directory / TOKENIZER_FILE))
+    tokenizer = save_tokenizer_json(
+        checkpoint,
+        directory / TOKENIZER_FILE,
+        "a captioning checkpoint",
+        "its decoder's tokenizer (tokenizer.json, or vocab.json + merges.txt)",
+    )
 
     from tokenizers import Tokenizer
 
