@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,16 +31,12 @@ def _longest_imagenet_labels(count: int = 3) -> tuple[str, ...]:
     return tuple(sorted(imagenet1k_labels(), key=len, reverse=True)[:count])
 
 
-@pytest.fixture(scope="module")
-def page_server(tmp_path_factory):
+@contextmanager
+def _serve(root: Path, *arguments: str):
+    """``sparkvision serve ARGUMENTS`` in a subprocess with its own empty model cache; yields its URL."""
     import httpx
 
-    from sparkvision.models.spec import ModelSpec
-
-    root = tmp_path_factory.mktemp("page")
-    model = write_colour_model(root / "long_labels", name="long_labels")
-    ModelSpec.load(model).with_changes(labels=_longest_imagenet_labels()).save(model)
-    command = [sys.executable, "-c", "from sparkvision.cli import main; main()", "serve", "-m", str(model)]
+    command = [sys.executable, "-c", "from sparkvision.cli import main; main()", "serve", *arguments]
     command += ["--port", "0", "--log-level", "warning"]
     env = {**os.environ, "SPARKVISION_HOME": str(root / "home")}
     log = root / "server.log"
@@ -63,6 +60,35 @@ def page_server(tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory):
+    from sparkvision.models.spec import ModelSpec
+
+    root = tmp_path_factory.mktemp("page")
+    model = write_colour_model(root / "long_labels", name="long_labels")
+    ModelSpec.load(model).with_changes(labels=_longest_imagenet_labels()).save(model)
+    with _serve(root, "-m", str(model)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def caption_server(tmp_path_factory, caption_checkpoint):
+    """A server whose default model is a tiny captioning model, with a classifier preloaded beside it."""
+    from click.testing import CliRunner
+
+    from sparkvision.cli import cli
+
+    root = tmp_path_factory.mktemp("caption-page")
+    captioner = root / "tiny_captioner"
+    result = CliRunner().invoke(
+        cli, ["import", str(caption_checkpoint), "-n", "tiny_captioner", "-o", str(captioner)]
+    )
+    assert result.exit_code == 0, result.output
+    colours = write_colour_model(root / "colours", name="colours")
+    with _serve(root, "-m", str(captioner), "--preload", str(colours)) as url:
+        yield url, captioner
 
 
 @pytest.fixture(scope="module")
@@ -158,4 +184,38 @@ def test_a_catalogue_model_is_built_on_first_use_from_the_page(browser, page_ser
     page.wait_for_function(
         "![...document.querySelectorAll('#model optgroup option')].some(o => o.value === 'efficientnet_lite1')"
     )
+    page.close()
+
+
+def test_a_captioning_model_shows_captions_and_a_classifier_labels(browser, caption_server, examples_dir):
+    import sparkvision
+
+    url, captioner = caption_server
+    photo = examples_dir / "coffee.jpg"
+    expected = next(iter(sparkvision.load(captioner).caption(photo))).caption
+    assert expected  # the tiny model's special tokens are distinct, so its captions are not empty
+
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.get_by_text("Ready: model tiny_captioner. Add images to caption them.").wait_for()
+    assert "captioning" in page.locator("#model-info").inner_text()
+    assert page.locator("#top-k").is_hidden()  # no "labels per image" for captions
+    page.set_input_files("#file-input", [photo])
+    card = page.locator("#results > li", has_text="coffee.jpg")
+    card.and_(page.locator("[data-state=done]")).wait_for()
+    assert card.locator(".state").inner_text() == expected  # the same words as the Python API
+    assert card.locator(".meta").inner_text().startswith("tiny_captioner")
+    assert card.locator(".label-row").count() == 0
+    assert page.locator("#status").inner_text() == "1 image captioned."
+
+    # Switching to the classifier classifies the same card again: labels, no caption.
+    page.get_by_label("Model", exact=True).select_option("colours")
+    assert page.locator("#top-k").is_visible()
+    page.wait_for_function(
+        "document.querySelector('#results > li[data-state=done] .meta').textContent.startsWith('colours')"
+    )
+    assert card.locator(".label-row").count() == 3
+    assert card.locator(".captions").is_hidden()
+    assert page.locator("#status").inner_text() == "1 image classified."
     page.close()

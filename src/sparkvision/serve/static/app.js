@@ -1,4 +1,6 @@
 // sparkvision page: plain JavaScript, no build step, no network access beyond this server.
+// A classification or zero-shot model gives ranked labels (/v1/classify); a captioning model gives
+// captions (/v1/caption), best first.
 // Each image is posted on its own (the server batches concurrent requests into one model call),
 // so results appear as soon as they are ready and one bad file never hides the others.
 "use strict";
@@ -10,6 +12,7 @@
     model: $("model"),
     modelInfo: $("model-info"),
     topK: $("top-k"),
+    topKField: $("top-k-field"),
     labelsField: $("labels-field"),
     labels: $("candidate-labels"),
     keyField: $("key-field"),
@@ -70,6 +73,17 @@
     return models.find((m) => m.name === els.model.value);
   }
 
+  function isCaptioning(model) {
+    return Boolean(model && model.task === "captioning");
+  }
+
+  // The words for what the chosen model does to an image.
+  function verbs(model = currentModel()) {
+    return isCaptioning(model)
+      ? { doing: "Captioning", done: "captioned", verb: "caption" }
+      : { doing: "Classifying", done: "classified", verb: "classify" };
+  }
+
   function describeModel() {
     const model = currentModel();
     if (!model) {
@@ -83,6 +97,7 @@
     els.modelInfo.textContent = parts.filter(Boolean).join(" · ");
     const zeroShot = model.task === "zero-shot";
     els.labelsField.hidden = !zeroShot;
+    els.topKField.hidden = isCaptioning(model);
     if (model.num_classes) els.topK.max = String(Math.min(model.num_classes, 20));
   }
 
@@ -132,7 +147,8 @@
         const response = await fetch("/readyz");
         const body = await response.json();
         if (response.ok) {
-          setStatus(`Ready: model ${body.model}. Add images to classify them.`);
+          const ready = models.find((m) => m.name === body.model) || currentModel();
+          setStatus(`Ready: model ${body.model}. Add images to ${verbs(ready).verb} them.`);
           return;
         }
         if (body.state === "failed") {
@@ -163,7 +179,7 @@
       schedule(item);
     }
     els.clear.disabled = false;
-    setStatus(`Classifying ${files.length} image${files.length === 1 ? "" : "s"}…`);
+    setStatus(`${verbs().doing} ${files.length} image${files.length === 1 ? "" : "s"}…`);
   }
 
   function makeCard(file, url) {
@@ -202,7 +218,8 @@
   function summarise() {
     const done = items.filter((i) => i.card.dataset.state === "done").length;
     const failed = items.filter((i) => i.card.dataset.state === "failed").length;
-    setStatus(`${done} image${done === 1 ? "" : "s"} classified` + (failed ? `, ${failed} failed.` : "."));
+    const { done: word } = verbs();
+    setStatus(`${done} image${done === 1 ? "" : "s"} ${word}` + (failed ? `, ${failed} failed.` : "."));
   }
 
   // -- classification -----------------------------------------------------------------------------
@@ -211,16 +228,21 @@
     const params = new URLSearchParams();
     if (model) params.set("model", model);
     const info = models.find((m) => m.name === model);
-    let k = parseInt(els.topK.value, 10);
-    if (info && info.num_classes) k = Math.min(k, info.num_classes); // e.g. a 3-class model
-    if (Number.isFinite(k) && k > 0) params.set("top_k", String(k));
-    if (!els.labelsField.hidden && els.labels.value.trim()) {
-      params.set("candidate_labels", els.labels.value.trim());
+    const captioning = isCaptioning(info);
+    if (!captioning) {
+      let k = parseInt(els.topK.value, 10);
+      if (info && info.num_classes) k = Math.min(k, info.num_classes); // e.g. a 3-class model
+      if (Number.isFinite(k) && k > 0) params.set("top_k", String(k));
+      if (!els.labelsField.hidden && els.labels.value.trim()) {
+        params.set("candidate_labels", els.labels.value.trim());
+      }
     }
+    const endpoint = captioning ? "/v1/caption" : "/v1/classify";
     const state = item.card.querySelector(".state");
-    state.textContent = "Classifying…";
+    state.textContent = `${verbs(info).doing}…`;
     item.card.classList.remove("failed");
     item.card.querySelector(".labels").replaceChildren();
+    item.card.querySelector(".captions").replaceChildren();
     item.card.querySelector(".meta").textContent = "";
     const started = performance.now();
     let busyRetries = 0;
@@ -230,7 +252,7 @@
       form.append("file", item.file, item.file.name || "pasted.png");
       let response;
       try {
-        response = await api(`/v1/classify?${params}`, { method: "POST", body: form });
+        response = await api(`${endpoint}?${params}`, { method: "POST", body: form });
       } catch (err) {
         return showError(item, `network error: ${err.message}`);
       }
@@ -264,6 +286,7 @@
       }
       const record = body.results[0];
       if (record.error) return showError(item, record.error);
+      if (body.task === "captioning") return showCaptions(item, body, record, performance.now() - started);
       return showResult(item, body, record, performance.now() - started);
     }
   }
@@ -273,7 +296,7 @@
     card.dataset.state = "failed";
     card.classList.add("failed");
     card.removeAttribute("aria-busy");
-    card.querySelector(".state").textContent = FAILURES[code] || "Could not classify this image.";
+    card.querySelector(".state").textContent = FAILURES[code] || `Could not ${verbs().verb} this image.`;
     card.querySelector(".meta").textContent = message;
   }
 
@@ -285,10 +308,32 @@
     card.querySelector(".state").textContent = top ? `${shortLabel(top)}` : "No label above the threshold";
     const rows = record.labels.map((label, i) => labelRow(label, record.scores[i]));
     card.querySelector(".labels").replaceChildren(...rows);
+    card.querySelector(".captions").hidden = true;
     const batch = body.batch_sizes && body.batch_sizes[0];
     card.querySelector(".meta").textContent =
       `${body.model} · ${Math.round(elapsedMs)} ms (server ${Math.round(body.elapsed_ms)} ms` +
       (batch > 1 ? `, batched with ${batch - 1} other${batch === 2 ? "" : "s"})` : ")");
+  }
+
+  // A captioning model's answer: the best caption as the card's headline, every caption listed.
+  function showCaptions(item, body, record, elapsedMs) {
+    const card = item.card;
+    card.dataset.state = "done";
+    card.removeAttribute("aria-busy");
+    const captions = record.captions || [];
+    card.querySelector(".state").textContent = captions[0] || "The model wrote an empty caption";
+    const rows = captions.map((text) => {
+      const li = document.createElement("li");
+      li.className = "caption";
+      li.textContent = text;
+      return li;
+    });
+    const list = card.querySelector(".captions");
+    list.replaceChildren(...rows);
+    list.hidden = rows.length < 2; // one caption is already the headline
+    card.querySelector(".labels").replaceChildren();
+    card.querySelector(".meta").textContent =
+      `${body.model} · ${Math.round(elapsedMs)} ms (server ${Math.round(body.elapsed_ms)} ms)`;
   }
 
   function shortLabel(label) {
@@ -397,7 +442,8 @@
   els.model.addEventListener("change", () => {
     describeModel();
     if (items.length) {
-      setStatus(`Classifying ${items.length} image${items.length === 1 ? "" : "s"} again with ${els.model.value}…`);
+      const { doing } = verbs();
+      setStatus(`${doing} ${items.length} image${items.length === 1 ? "" : "s"} again with ${els.model.value}…`);
       items.forEach(schedule);
     }
   });
