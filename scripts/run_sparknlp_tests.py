@@ -117,7 +117,7 @@ def lay_out(
 ) -> list[Path]:
     """Build the temporary tree under ``work``; return the rewritten test files."""
     cv = work / TESTS_DIR
-    cv.mkdir(parents=True)
+    cv.mkdir(parents=True, exist_ok=True)
     written = []
     for name in tests:
         source = checkout / TESTS_DIR / f"{name}_test.py"
@@ -182,17 +182,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter the venv is made from")
     parser.add_argument("--path", help="PATH for the run (default: system folders and java's folder)")
-    parser.add_argument("--keep", type=Path, help="build the tree here and keep it (default: a temp dir)")
-    parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--keep", type=Path, help="build the tree in this new folder and keep it (default: a temp dir)"
+    )
+    parser.epilog = "Arguments after -- go to pytest, e.g. -- -k Light -x"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pytest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
     checkout = args.checkout.resolve()
     images = (args.images or checkout / IMAGES_DIR).resolve()
     if not images.is_dir():
         raise SystemExit(f"{images}: no such folder of photos (give --images DIR)")
     work = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="sparknlp-tests-"))
-    if args.keep and work.exists():
-        shutil.rmtree(work)
+    if args.keep and work.exists() and any(work.iterdir()):
+        raise SystemExit(f"--keep {work}: the folder exists and is not empty")
     files = lay_out(checkout, work, images, args.test or DEFAULT_TESTS, parse_models(args.model))
     python = make_venv(work / "venv", args.python)
 
@@ -206,9 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if str(python.parent) in env["PATH"].split(os.pathsep):
         raise SystemExit("the venv must not be on PATH")
     found = shutil.which("python3", path=env["PATH"])
-    print(f"venv python: {python} (not on PATH)\nPATH: {env['PATH']}\npython3 on that PATH: {found}")
+    imports = (
+        found and subprocess.run([found, "-c", "import sparkvision"], capture_output=True).returncode == 0
+    )
+    print(f"venv python: {python} (not on PATH)\nPATH: {env['PATH']}")
+    print(f"python3 on that PATH: {found} ({'imports' if imports else 'cannot import'} sparkvision)")
     command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-rA"]
-    command += [str(f.relative_to(work / "python")) for f in files] + list(args.pytest_args)
+    command += [str(f.relative_to(work / "python")) for f in files] + pytest_args
     print("running:", " ".join(command), f"(in {work / 'python'})", flush=True)
     code = subprocess.run(command, cwd=work / "python", env=env).returncode
     if not args.keep:
