@@ -368,14 +368,19 @@ def _spark_nlp_catalogue() -> list[dict[str, Any]]:
     return [m for m in data["models"] if "_spark_nlp" in m]
 
 
-STAGE_FOR_TASK = {"classification": ViTForImageClassification, "zero-shot": CLIPForZeroShotClassification}
+STAGE_FOR_TASK = {
+    "classification": ViTForImageClassification,
+    "zero-shot": CLIPForZeroShotClassification,
+    "captioning": VisionEncoderDecoderForImageCaptioning,
+}
 
 
 def test_pretrained_knows_spark_nlp_models_hub_names(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARKVISION_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv("SPARKVISION_OFFLINE", "1")
     mapped = _spark_nlp_catalogue()
-    assert len(mapped) >= 10
+    assert len(mapped) >= 33
+    assert set(STAGE_FOR_TASK) == {m["task"] for m in mapped}  # every stage kind has some
     for model in mapped:
         name, repo = model["_spark_nlp"]["name"], model["builder_args"]["repo_id"]
         assert model["_spark_nlp"]["page"].startswith("https://sparknlp.org/"), name  # the cited source

@@ -2,9 +2,13 @@
 
 Usage: python worker_python_job.py MODEL_DIR IMAGE OUTPUT_JSON [EXAMPLES_DIR]
 
-1. A session built the plain pyspark way (no ``sparkvision.start()``): PySpark's workers run
-   ``python3`` from ``PATH``, which cannot import sparkvision; the classifier must say so clearly.
-2. The same pipeline after ``sparkvision.start("local[1]")``: the workers run this very interpreter;
+1. A session built the plain pyspark way (no ``sparkvision.start()``, as Spark NLP's own tests build
+   theirs): PySpark's workers would run ``python3`` from ``PATH``, which cannot import sparkvision; the
+   stage runs its function on this interpreter instead (local master, no interpreter chosen) and
+   classifies, leaving the context's own setting as it was.
+2. The same with ``PYSPARK_PYTHON`` set to that ``python3``: the user's choice is kept, and the
+   classifier says clearly that those workers cannot import sparkvision.
+3. The same pipeline after ``sparkvision.start("local[1]")``: the workers run this very interpreter;
    then the README's documented example (Spark's image source, ``EfficientNetForImageClassification``)
    on EXAMPLES_DIR when given.
 Writes what happened as JSON.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -59,16 +64,27 @@ def main() -> None:
     report: dict[str, object] = {"python": sys.executable, "path": os.environ.get("PATH", "")}
     conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
 
-    builder = SparkSession.builder.master("local[1]").appName("plain")
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    plain = builder.getOrCreate()
-    plain.sparkContext.setLogLevel("FATAL")
-    try:
-        report["plain_result"] = run(plain, model_dir, image)
-    except ConfigError as exc:
-        report["plain_error"] = str(exc)
+    def plain_session() -> SparkSession:
+        builder = SparkSession.builder.master("local[1]").appName("plain")
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        session = builder.getOrCreate()
+        session.sparkContext.setLogLevel("FATAL")
+        return session
+
+    plain = plain_session()
+    report["plain_result"] = run(plain, model_dir, image)
+    report["plain_python_exec"] = plain.sparkContext.pythonExec
     plain.stop()
+
+    os.environ["PYSPARK_PYTHON"] = shutil.which("python3") or "python3"
+    chosen = plain_session()
+    try:
+        report["chosen_result"] = run(chosen, model_dir, image)
+    except ConfigError as exc:
+        report["chosen_error"] = str(exc)
+    chosen.stop()
+    del os.environ["PYSPARK_PYTHON"]
 
     spark = sparkvision.start("local[1]", "1g", **conf)
     spark.sparkContext.setLogLevel("ERROR")

@@ -66,7 +66,7 @@ class CatalogueEntry:
     name: str
     family: str
     description: str
-    input_size: int
+    input_size: int | None  # None: not known until built (the checkpoint's own preprocessing decides)
     num_classes: int | None
     license: str
     source: str

@@ -71,7 +71,7 @@ from .params import (
     at_least,
 )
 from .shipping import local_model_from, ship_model_dir
-from .workers import check_workers
+from .workers import check_workers, stage_python
 
 __all__ = ["HasGeneratorProperties", "VisionEncoderDecoderForImageCaptioning"]
 
@@ -438,10 +438,11 @@ class VisionEncoderDecoderForImageCaptioning(
     def _transform(self, dataset: DataFrame) -> DataFrame:
         input_col, output_col = self._check_columns(dataset)
         job = self._job("")  # validates every param on the driver, before anything is shipped
-        check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
-        job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
         row = image_input_struct(input_col)
-        annotations = document_annotations_column(make_caption_udf(job)(row))
+        with stage_python(dataset.sparkSession):  # local master, no interpreter chosen: the driver's
+            check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
+            job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
+            annotations = document_annotations_column(make_caption_udf(job)(row))
         return dataset.withColumn(
             output_col, annotations.alias(output_col, metadata={"annotatorType": DOCUMENT})
         )

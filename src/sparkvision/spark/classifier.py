@@ -69,7 +69,7 @@ from .params import (
     ParamValueAccess,
 )
 from .shipping import copy_model_to, local_model_from, ship_model_dir
-from .workers import check_workers
+from .workers import check_workers, stage_python
 
 __all__ = [
     "ConvNextForImageClassification",
@@ -401,10 +401,11 @@ class ImageClassifierModel(
     def _transform(self, dataset: DataFrame) -> DataFrame:
         input_col, output_col = self._check_columns(dataset)
         job = self._job("")  # validates every param on the driver, before anything is shipped
-        check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
-        job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
         row = image_input_struct(input_col)
-        annotations = category_annotations_column(make_classify_udf(job)(row))
+        with stage_python(dataset.sparkSession):  # local master, no interpreter chosen: the driver's
+            check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
+            job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
+            annotations = category_annotations_column(make_classify_udf(job)(row))
         return dataset.withColumn(
             output_col, annotations.alias(output_col, metadata={"annotatorType": CATEGORY})
         )
