@@ -322,6 +322,27 @@ def _export(
     from .common import _consolidate
 
     _consolidate(path)
+    _drop_copies(path)
+
+
+def _drop_copies(path: Path) -> None:
+    """Turn one-input ``Concat`` nodes into ``Identity`` (which ONNX Runtime removes).
+
+    Filling transformers' key/value cache concatenates each cached tensor onto an empty one; the trace
+    keeps that as a ``Concat`` of a single input, which ONNX Runtime runs as a full copy. In the step
+    graph those are copies of every layer's cross-attention key/values, at every step: measured on
+    ViT-B/16 + GPT-2 with 24 decoder rows, a third of the step's time. The values are unchanged.
+    """
+    onnx = require("onnx", "importing a model")
+    model = onnx.load(str(path), load_external_data=False)  # weights kept beside it stay where they are
+    copies = [n for n in model.graph.node if n.op_type == "Concat" and sum(1 for i in n.input if i) == 1]
+    if not copies:
+        return
+    for node in copies:
+        node.op_type = "Identity"
+        node.input[:] = [i for i in node.input if i]
+        del node.attribute[:]
+    onnx.save(model, str(path))
 
 
 def _verify(module: Any, path: Path, feeds: dict[str, Any]) -> None:
