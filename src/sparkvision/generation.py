@@ -191,6 +191,8 @@ class Seq2SeqRunner:
             self.states_in_cache = True
         else:
             raise ModelFormatError(f"{self.model_dir}: unknown cache_layout {layout!r} in sparkvision.json")
+        #: The step graph takes the fixed entries once per image, its beams' rows consecutive.
+        self.shares_fixed = layout == "cross" and bool(extra.get("cross_shared_by_beams", False))
         self.grown = [k for k, moves in enumerate(self.moves_with_beam) if moves]
         self.grown_names = [self.present_names[k] for k in self.grown]
 
@@ -242,12 +244,17 @@ def _take(
 
 
 class _Decoder:
-    """Logits for the next token of each running row, with or without the key/value cache."""
+    """Logits for the next token of each running row, with or without the key/value cache.
 
-    def __init__(self, runner: Seq2SeqRunner, states: np.ndarray, use_cache: bool) -> None:
+    ``group``: rows per image that stay together (beam search's beams; 1 when rows leave one by one).
+    When the runner shares fixed entries, those are kept once per group, not once per row.
+    """
+
+    def __init__(self, runner: Seq2SeqRunner, states: np.ndarray, use_cache: bool, group: int = 1) -> None:
         self.runner = runner
         self.states = states  # one row per running sequence
         self.use_cache = use_cache and runner.has_cache
+        self.group = group if runner.shares_fixed else 1
         self.cache: list[np.ndarray] = []
 
     def first(self, start: np.ndarray, repeat: int) -> np.ndarray:
@@ -256,7 +263,12 @@ class _Decoder:
         logits, cache = self.runner.start(start[::repeat], self.states[::repeat])
         if repeat > 1:
             logits = np.repeat(logits, repeat, axis=0)
-            cache = [np.repeat(entry, repeat, axis=0) for entry in cache]
+            shared = self.group == repeat
+            moves = self.runner.moves_with_beam
+            cache = [
+                entry if shared and not m else np.repeat(entry, repeat, axis=0)
+                for entry, m in zip(cache, moves)
+            ]
         self.cache = cache
         return logits
 
@@ -272,10 +284,14 @@ class _Decoder:
             self.cache = _take(self.cache, rows, self.runner.moves_with_beam, fixed=False)
 
     def keep(self, rows: np.ndarray) -> None:
-        """Only ``rows`` keep running."""
+        """Only ``rows`` keep running (whole groups when ``group`` > 1)."""
         self.states = self.states[rows]
         if self.use_cache:
-            self.cache = _take(self.cache, rows, self.runner.moves_with_beam, fixed=True)
+            images = rows[:: self.group] // self.group
+            self.cache = [
+                entry[rows] if m or self.group == 1 else entry[images]
+                for entry, m in zip(self.cache, self.runner.moves_with_beam)
+            ]
 
 
 # -- logits processors (transformers' order) ----------------------------------------------------------------
@@ -324,8 +340,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+    """Log-softmax over the last axis, computed in ``x`` (float32 logits the caller owns): two passes
+    over the vocabulary fewer than with temporaries, the same numbers."""
+    x -= x.max(axis=-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x
 
 
 def _draw(probabilities: np.ndarray, generator: np.random.Generator, count: int = 1) -> np.ndarray:
@@ -430,7 +449,7 @@ def _beam_search(
     keep_count = max(2, 1 + len(config.eos_token_id)) * beams
     eos = np.array(config.eos_token_id, dtype=np.int64)
     fill = config.pad_token_id
-    decoder = _Decoder(runner, np.repeat(states, beams, axis=0), use_cache)
+    decoder = _Decoder(runner, np.repeat(states, beams, axis=0), use_cache, group=beams)
 
     running_seqs = np.full((images, beams, max_length), fill, dtype=np.int64)
     running_seqs[:, :, 0] = config.decoder_start_token_id
