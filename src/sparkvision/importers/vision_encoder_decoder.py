@@ -8,7 +8,8 @@ A checkpoint such as ``nlpconnect/vit-gpt2-image-captioning`` (``config.json`` w
   and every layer's key/values (``present.{i}.decoder.*`` self-attention, ``present.{i}.encoder.*``
   cross-attention). Given a whole sequence it is also the decoder without cache;
 * ``decoder_with_past_model.onnx``: one step on top of the key/values (``past_key_values.{i}.*``) →
-  ``logits`` and the grown self-attention key/values; cross-attention is never recomputed;
+  ``logits`` and the grown self-attention key/values; cross-attention is never recomputed, and for
+  GPT-2 its key/values come once per image, shared by the image's beams (``cross_shared_by_beams``);
 * ``tokenizer.json``: the decoder's tokenizer, run by the ``tokenizers`` package;
 * ``sparkvision.json``: preprocessing from ``preprocessor_config.json`` (the same mapping and check as
   image classifiers) and, in ``extra["generation"]``, the defaults of ``generation_config.json``.
