@@ -6,8 +6,13 @@ random weights (no download). It is saved as a Hugging Face checkpoint, imported
 ``sparkvision import``'s importer, and both sides caption the same photos (the examples, repeated)
 with exactly ``--new-tokens`` new tokens, in batches of ``--batch-size`` images, on ``--threads``
 threads. Each side's time includes reading and preprocessing the images (its own way). Both sides'
-token ids are compared as a check. Then the decoder's per-token latency: one step with a past of
-``--new-tokens / 2`` positions, batch 1 and one batch of beams.
+token ids are compared as a check. Then the decoder's per-token latency (one step with a past of
+``--new-tokens / 2`` positions: one sequence, and a batch of images × beams) and the image encoder's
+time per image, the two parts every caption pays.
+
+Torch's OpenMP threads spin-wait between operations by default; on a machine whose cores are shared
+that collapses its speed (one decoder step took 6.6 s), so run both sides with
+``OMP_WAIT_POLICY=PASSIVE`` unless the cores are idle.
 
     python benchmarks/caption.py                       # 50 photos, 16 new tokens, greedy and beam 3
     python benchmarks/caption.py --images 20 --threads 2 --workdir /tmp/caption-bench
@@ -124,9 +129,10 @@ def run_torch(checkpoint: Path, paths: list[Path], options: dict[str, Any], batc
 
 
 def step_latency(
-    model_dir: Path, checkpoint: Path, rows: int, past: int, threads: int, repeats: int = 20
+    model_dir: Path, checkpoint: Path, images: int, beams: int, past: int, threads: int, repeats: int = 12
 ) -> tuple[float, float]:
-    """Median milliseconds of one decoder step (``rows`` sequences, ``past`` cached positions): ours, torch."""
+    """Median milliseconds of one decoder step for ``images`` × ``beams`` sequences with ``past`` cached
+    positions, each side holding its cache as its own generation does: ours, torch."""
     import torch
     from transformers import VisionEncoderDecoderModel
 
@@ -135,11 +141,16 @@ def step_latency(
 
     spec = load_model_dir(model_dir)
     runner = Seq2SeqRunner(model_dir, spec.extra, threads)
+    rows = images * beams
     rng = np.random.default_rng(0)
-    pixels = rng.uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)
-    states = np.repeat(runner.encode(pixels), rows, axis=0)
-    ids = rng.integers(0, END, (rows, past)).astype(np.int64)
+    pixels = rng.uniform(-1, 1, (images, 3, 224, 224)).astype(np.float32)
+    states = runner.encode(pixels)
+    ids = rng.integers(0, END, (images, past)).astype(np.int64)
     _, cache = runner.start(ids, states)
+    cache = [
+        entry if runner.shares_fixed and not moves else np.repeat(entry, beams, axis=0)
+        for entry, moves in zip(cache, runner.moves_with_beam)
+    ]
     step = np.full((rows, 1), 11, dtype=np.int64)
     ours = []
     for _ in range(repeats):
@@ -150,8 +161,9 @@ def step_latency(
     model = VisionEncoderDecoderModel.from_pretrained(str(checkpoint)).eval()
     theirs = []
     with torch.inference_mode():
-        hidden = torch.from_numpy(states)
-        out = model.decoder(input_ids=torch.from_numpy(ids), encoder_hidden_states=hidden, use_cache=True)
+        hidden = torch.from_numpy(np.repeat(states, beams, axis=0))
+        tokens = torch.from_numpy(np.repeat(ids, beams, axis=0))
+        out = model.decoder(input_ids=tokens, encoder_hidden_states=hidden, use_cache=True)
         cache_t = getattr(out, "cache", None) or out.past_key_values
         for _ in range(repeats):
             trial = _copy_cache(cache_t)
@@ -161,6 +173,31 @@ def step_latency(
             )
             theirs.append(time.perf_counter() - start)
     return 1000 * statistics.median(ours[2:]), 1000 * statistics.median(theirs[2:])
+
+
+def encoder_latency(model_dir: Path, checkpoint: Path, images: int, threads: int) -> tuple[float, float]:
+    """Median milliseconds per image of the image encoder on a batch of ``images``: ours, torch."""
+    import torch
+    from transformers import VisionEncoderDecoderModel
+
+    from sparkvision.generation import Seq2SeqRunner
+    from sparkvision.models.store import load_model_dir
+
+    runner = Seq2SeqRunner(model_dir, load_model_dir(model_dir).extra, threads)
+    pixels = np.random.default_rng(0).uniform(-1, 1, (images, 3, 224, 224)).astype(np.float32)
+    model = VisionEncoderDecoderModel.from_pretrained(str(checkpoint)).eval()
+    ours, theirs = [], []
+    runner.encode(pixels)
+    with torch.inference_mode():
+        model.encoder(pixel_values=torch.from_numpy(pixels))
+        for _ in range(3):
+            start = time.perf_counter()
+            runner.encode(pixels)
+            ours.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            model.encoder(pixel_values=torch.from_numpy(pixels))
+            theirs.append(time.perf_counter() - start)
+    return 1000 * statistics.median(ours) / images, 1000 * statistics.median(theirs) / images
 
 
 def _copy_cache(cache: Any) -> Any:
@@ -214,12 +251,17 @@ def main() -> None:
         name = "greedy" if beams == 1 else f"beam {beams}"
         print(f"{name:<8} {ours:>10.2f} {theirs:>11.2f} {ours / theirs:>5.2f}× {same:>5}/{len(paths)}")
     past = args.new_tokens // 2
-    print(f"decoder step latency (past {past}):")
-    for rows in (1, args.batch_size * max(args.beams)):
-        ours_ms, torch_ms = step_latency(model_dir, checkpoint, rows, past, args.threads)
+    print(f"per-token decoder latency (one step, past {past}; torch's cache as generate() holds it):")
+    for images, beams in [(1, 1), *((args.batch_size, b) for b in args.beams)]:
+        ours_ms, torch_ms = step_latency(model_dir, checkpoint, images, beams, past, args.threads)
         print(
-            f"  {rows:>3} sequences: ours {ours_ms:7.2f} ms, torch {torch_ms:7.2f} ms ({torch_ms / ours_ms:.2f}×)"
+            f"  {images:>2} image(s) × {beams} beam(s): ours {ours_ms:7.1f} ms, torch {torch_ms:7.1f} ms "
+            f"({torch_ms / ours_ms:.2f}×)"
         )
+    ours_ms, torch_ms = encoder_latency(model_dir, checkpoint, args.batch_size, args.threads)
+    print(
+        f"image encoder, batch {args.batch_size}: ours {ours_ms:.0f} ms/image, torch {torch_ms:.0f} ms/image"
+    )
 
 
 if __name__ == "__main__":

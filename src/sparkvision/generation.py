@@ -145,10 +145,20 @@ class GeneratedSequence:
 
 # -- the network ---------------------------------------------------------------------------------------
 class Seq2SeqRunner:
-    """The three ONNX graphs of an encoder-decoder model directory, run with ONNX Runtime.
+    """The graphs of an encoder-decoder model directory, run with ONNX Runtime.
 
-    The cache is a list of arrays, four per decoder layer: self-attention key and value (growing),
-    cross-attention key and value (fixed).
+    The cache is a list of arrays. Entries that :attr:`moves_with_beam` marks are self-attention keys
+    and values (one position longer after each step, reordered when beams change parents); the others
+    are fixed for an image. Two layouts (``extra["cache_layout"]``):
+
+    * ``"cross"`` (sparkvision's import): four entries per decoder layer, self-attention key and value
+      then cross-attention key and value, computed once by the first step;
+    * ``"self"`` (optimum's ``decoder_model.onnx`` / ``decoder_with_past_model.onnx``, as in Spark NLP's
+      export folders): two self-attention entries per layer (``present.{i}.key`` / ``.value``) and, last,
+      the encoder states, which the step graph takes again (it recomputes cross-attention).
+
+    Without a step graph (``decoder_with_past_model`` unset) :attr:`has_cache` is false and every step
+    recomputes the decoder over the whole sequence.
     """
 
     def __init__(self, model_dir: str | Path, extra: Mapping[str, Any], threads: int | None = None) -> None:
@@ -157,23 +167,46 @@ class Seq2SeqRunner:
         try:
             self.layers = int(extra["num_layers"])
             self.decoder_file = str(extra["decoder_model"])
-            self.step_file = str(extra["decoder_with_past_model"])
+            step = extra.get("decoder_with_past_model")
+            self.step_file = None if step is None else str(step)
             self.encoder_file = str(extra.get("encoder_model", "model.onnx"))
+            self.encoder_output = str(extra.get("encoder_output", "encoder_hidden_states"))
+            layout = str(extra.get("cache_layout", "cross"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(
                 f"{self.model_dir}: captioning settings missing from sparkvision.json ({exc})"
             ) from exc
-        names = [f"{side}.{kv}" for side in ("decoder", "encoder") for kv in ("key", "value")]
-        self.past_names = [f"past_key_values.{i}.{n}" for i in range(self.layers) for n in names]
-        self.present_names = [f"present.{i}.{n}" for i in range(self.layers) for n in names]
-        self.own_present = [n for n in self.present_names if ".decoder." in n]
+        layers = range(self.layers)
+        if layout == "cross":
+            names = [f"{side}.{kv}" for side in ("decoder", "encoder") for kv in ("key", "value")]
+            self.present_names = [f"present.{i}.{n}" for i in layers for n in names]
+            self.past_names = [f"past_key_values.{i}.{n}" for i in layers for n in names]
+            self.moves_with_beam = [(k % 4) < 2 for k in range(len(self.present_names))]
+            self.states_in_cache = False
+        elif layout == "self":
+            self.present_names = [f"present.{i}.{kv}" for i in layers for kv in ("key", "value")]
+            self.past_names = [*(f"past_key_values.{i}.{kv}" for i in layers for kv in ("key", "value")),
+                               "encoder_hidden_states"]  # fmt: skip
+            self.moves_with_beam = [True] * len(self.present_names) + [False]
+            self.states_in_cache = True
+        else:
+            raise ModelFormatError(f"{self.model_dir}: unknown cache_layout {layout!r} in sparkvision.json")
+        #: The step graph takes the fixed entries once per image, its beams' rows consecutive.
+        self.shares_fixed = layout == "cross" and bool(extra.get("cross_shared_by_beams", False))
+        self.grown = [k for k, moves in enumerate(self.moves_with_beam) if moves]
+        self.grown_names = [self.present_names[k] for k in self.grown]
+
+    @property
+    def has_cache(self) -> bool:
+        """Whether the model has a step graph on top of cached key/values."""
+        return self.step_file is not None
 
     def _engine(self, file: str) -> Any:
         return get_engine(self.model_dir / file, self.threads)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """``pixel_values`` (N×3×S×S) → ``encoder_hidden_states`` (N×patches×width)."""
-        return self._engine(self.encoder_file).run({"pixel_values": pixels}, ["encoder_hidden_states"])[0]
+        return self._engine(self.encoder_file).run({"pixel_values": pixels}, [self.encoder_output])[0]
 
     def start(self, input_ids: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """The first step: logits of the last position (N×vocab, float32) and the cache."""
@@ -181,16 +214,18 @@ class Seq2SeqRunner:
             {"input_ids": input_ids.astype(np.int64), "encoder_hidden_states": states},
             ["logits", *self.present_names],
         )
-        return np.ascontiguousarray(out[0][:, -1, :], dtype=np.float32), out[1:]
+        cache = [*out[1:], states] if self.states_in_cache else out[1:]
+        return np.ascontiguousarray(out[0][:, -1, :], dtype=np.float32), cache
 
     def step(self, input_ids: np.ndarray, cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """One step on top of ``cache``: logits (N×vocab) and the grown cache."""
+        if self.step_file is None:
+            raise ModelFormatError(f"{self.model_dir}: this model has no decoder graph with past key/values")
         feeds = {"input_ids": input_ids.astype(np.int64), **dict(zip(self.past_names, cache))}
-        out = self._engine(self.step_file).run(feeds, ["logits", *self.own_present])
+        out = self._engine(self.step_file).run(feeds, ["logits", *self.grown_names])
         grown = list(cache)
-        for layer in range(self.layers):
-            grown[4 * layer] = out[1 + 2 * layer]
-            grown[4 * layer + 1] = out[2 + 2 * layer]
+        for index, value in zip(self.grown, out[1:]):
+            grown[index] = value
         return np.ascontiguousarray(out[0][:, -1, :], dtype=np.float32), grown
 
     def logits_without_cache(self, sequences: np.ndarray, states: np.ndarray) -> np.ndarray:
@@ -201,18 +236,25 @@ class Seq2SeqRunner:
         return np.ascontiguousarray(out[0][:, -1, :], dtype=np.float32)
 
 
-def _take(cache: list[np.ndarray], rows: np.ndarray, *, cross: bool) -> list[np.ndarray]:
-    """The cache of ``rows``; cross-attention entries are left alone unless ``cross``."""
-    return [entry[rows] if cross or (i % 4) < 2 else entry for i, entry in enumerate(cache)]
+def _take(
+    cache: list[np.ndarray], rows: np.ndarray, moves_with_beam: Sequence[bool], *, fixed: bool
+) -> list[np.ndarray]:
+    """The cache of ``rows``; entries fixed for an image are left alone unless ``fixed``."""
+    return [entry[rows] if fixed or moves else entry for entry, moves in zip(cache, moves_with_beam)]
 
 
 class _Decoder:
-    """Logits for the next token of each running row, with or without the key/value cache."""
+    """Logits for the next token of each running row, with or without the key/value cache.
 
-    def __init__(self, runner: Seq2SeqRunner, states: np.ndarray, use_cache: bool) -> None:
+    ``group``: rows per image that stay together (beam search's beams; 1 when rows leave one by one).
+    When the runner shares fixed entries, those are kept once per group, not once per row.
+    """
+
+    def __init__(self, runner: Seq2SeqRunner, states: np.ndarray, use_cache: bool, group: int = 1) -> None:
         self.runner = runner
         self.states = states  # one row per running sequence
-        self.use_cache = use_cache
+        self.use_cache = use_cache and runner.has_cache
+        self.group = group if runner.shares_fixed else 1
         self.cache: list[np.ndarray] = []
 
     def first(self, start: np.ndarray, repeat: int) -> np.ndarray:
@@ -221,7 +263,12 @@ class _Decoder:
         logits, cache = self.runner.start(start[::repeat], self.states[::repeat])
         if repeat > 1:
             logits = np.repeat(logits, repeat, axis=0)
-            cache = [np.repeat(entry, repeat, axis=0) for entry in cache]
+            shared = self.group == repeat
+            moves = self.runner.moves_with_beam
+            cache = [
+                entry if shared and not m else np.repeat(entry, repeat, axis=0)
+                for entry, m in zip(cache, moves)
+            ]
         self.cache = cache
         return logits
 
@@ -234,13 +281,17 @@ class _Decoder:
     def reorder(self, rows: np.ndarray) -> None:
         """Beams moved within their image: only self-attention entries move."""
         if self.use_cache:
-            self.cache = _take(self.cache, rows, cross=False)
+            self.cache = _take(self.cache, rows, self.runner.moves_with_beam, fixed=False)
 
     def keep(self, rows: np.ndarray) -> None:
-        """Only ``rows`` keep running."""
+        """Only ``rows`` keep running (whole groups when ``group`` > 1)."""
         self.states = self.states[rows]
         if self.use_cache:
-            self.cache = _take(self.cache, rows, cross=True)
+            images = rows[:: self.group] // self.group
+            self.cache = [
+                entry[rows] if m or self.group == 1 else entry[images]
+                for entry, m in zip(self.cache, self.runner.moves_with_beam)
+            ]
 
 
 # -- logits processors (transformers' order) ----------------------------------------------------------------
@@ -289,8 +340,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+    """Log-softmax over the last axis, computed in ``x`` (float32 logits the caller owns): two passes
+    over the vocabulary fewer than with temporaries, the same numbers."""
+    x -= x.max(axis=-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x
 
 
 def _draw(probabilities: np.ndarray, generator: np.random.Generator, count: int = 1) -> np.ndarray:
@@ -395,7 +449,7 @@ def _beam_search(
     keep_count = max(2, 1 + len(config.eos_token_id)) * beams
     eos = np.array(config.eos_token_id, dtype=np.int64)
     fill = config.pad_token_id
-    decoder = _Decoder(runner, np.repeat(states, beams, axis=0), use_cache)
+    decoder = _Decoder(runner, np.repeat(states, beams, axis=0), use_cache, group=beams)
 
     running_seqs = np.full((images, beams, max_length), fill, dtype=np.int64)
     running_seqs[:, :, 0] = config.decoder_start_token_id

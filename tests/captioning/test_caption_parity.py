@@ -67,6 +67,9 @@ def test_import_writes_a_captioning_model(
     assert generation["max_length"] == 16  # from generation_config.json
     for name in ("model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "tokenizer.json"):
         assert (caption_model / name).is_file()
+    # GPT-2's step graph takes cross-attention key/values once per image, shared by its beams (the
+    # beam-search parity cases below run through that path).
+    assert spec.extra["cross_shared_by_beams"] is True
 
 
 OPTIONS = {

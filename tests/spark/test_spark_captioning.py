@@ -238,3 +238,29 @@ def test_pretrained_finds_a_checkpoint_loadsavedmodel_imported(
     stage = VisionEncoderDecoderForImageCaptioning.pretrained(caption_checkpoint.name)
     assert Path(stage.getModelPath()).resolve() == Path(captioning.getModelPath()).resolve()
     assert stage.getDoSample() is True  # Spark NLP's default, not the checkpoint's generation config
+
+
+def test_load_saved_model_takes_spark_nlps_export_folder_unchanged(
+    caption_checkpoint: Path, captioning: VisionEncoderDecoderForImageCaptioning, image_dirs: dict, spark: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:  # fmt: skip
+    """The folder Spark NLP's captioning notebook writes (optimum's graphs + assets/) captions like the
+    checkpoint it came from."""
+    pytest.importorskip("torch")
+    from sparknlp_export_helpers import write_sparknlp_export
+
+    folder = write_sparknlp_export(caption_checkpoint, tmp_path_factory.mktemp("snlp") / "export")
+    stage = (
+        VisionEncoderDecoderForImageCaptioning.loadSavedModel(str(folder), spark)
+        .setInputCols("image_assembler")
+        .setOutputCol("caption")
+        .setBeamSize(2)
+        .setDoSample(False)
+    )
+    assert (stage.getSize(), stage.getImageMean()) == (224, [0.5, 0.5, 0.5])
+    images = [str(p) for p in image_dirs["good_files"][:2]]
+    model = Pipeline(stages=[ImageAssembler().setInputCol("image").setOutputCol("image_assembler"), stage])
+    results = LightPipeline(model.fit(spark.read.format("image").load(images[0]))).fullAnnotateImage(images)
+    expected = list(_core(captioning).caption(images, **captioning.generationOptions()))
+    assert [r["caption"][0].result for r in results] == [e.caption for e in expected]
+    assert all(e.caption for e in expected)

@@ -49,7 +49,7 @@ IMAGENET_1K = "imagenet-1k"
 def source_kind(source: str | Path) -> str:
     """What ``source`` is: ``"model-dir"``, ``"huggingface"``, ``"vision-encoder-decoder"`` (a Hugging Face
     captioning checkpoint), ``"timm-dir"``, ``"timm"``, ``"onnx"``, ``"sparknlp-export"`` (Spark NLP's
-    ONNX export folder), ``"hub"`` (``hf:org/repo``) or
+    ONNX export folder), ``"sparknlp-caption-export"`` (the same for a captioning model), ``"hub"`` (``hf:org/repo``) or
     ``"catalogue"`` (a name)."""
     text = str(source)
     if text.startswith("timm:"):
@@ -64,6 +64,10 @@ def source_kind(source: str | Path) -> str:
 
         if is_sparknlp_export(path):
             return "sparknlp-export"
+        from .sparknlp_caption_export import is_sparknlp_caption_export
+
+        if is_sparknlp_caption_export(path):
+            return "sparknlp-caption-export"
         config = path / "config.json"
         if config.is_file():
             import json
@@ -200,6 +204,10 @@ def _builder(kind: str, source: str | Path, name: str, **options: object):  # ty
             from .sparknlp_export import import_sparknlp_export
 
             return import_sparknlp_export(Path(source), directory, name=name, license=license)  # type: ignore[arg-type]
+        if kind == "sparknlp-caption-export":
+            from .sparknlp_caption_export import import_sparknlp_caption_export
+
+            return import_sparknlp_caption_export(Path(source), directory, name=name, license=license)  # type: ignore[arg-type]
         if kind in ("huggingface", "hub", "vision-encoder-decoder"):
             from .huggingface import import_hf_checkpoint
 
@@ -318,6 +326,10 @@ def _source_digest(source: str | Path, kind: str, weights: str | Path | None) ->
             return sha256_files([Path(source)])
         if kind == "sparknlp-export":
             return sha256_files([Path(source) / "model.onnx"])
+        if kind == "sparknlp-caption-export":
+            from .sparknlp_caption_export import graph_files
+
+            return sha256_files(graph_files(Path(source)))
     except (ModelImportError, OSError):
         return None
     return None
