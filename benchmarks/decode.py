@@ -38,6 +38,7 @@ from _data import make_jpeg_folder
 from sparkvision import Classifier
 from sparkvision.images import decode_image
 from sparkvision.preprocess import PreprocessSpec, preprocess
+from sparkvision.tasks.base import draft_short_side
 
 
 def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Path], np.ndarray]]:
@@ -48,9 +49,21 @@ def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Pat
         d = decode_image(path, min_short_side=spec.resize_short_side)
         return preprocess(d.image, spec, window=True)
 
+    def before(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft_short_side(spec))
+        return preprocess(d.image, spec, window=d.reduced or min(d.image.size) >= 2 * spec.resize_short_side)
+
+    def reducing_gap(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft_short_side(spec))
+        new_w, new_h = spec.resize_shape(*d.image.size)
+        image = d.image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        return preprocess(image.crop(spec.crop_box(new_w, new_h)), spec)
+
     found: dict[str, Callable[[Path], np.ndarray]] = {
         "fast": lambda p: fast.prepare(p).pixels,
+        "before": before,
         "exact": lambda p: exact.prepare(p).pixels,
+        "gap-2": reducing_gap,
         "dct-1x": dct_1x,
     }
     try:
