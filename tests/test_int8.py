@@ -77,22 +77,22 @@ def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> 
 @pytest.mark.slow
 def test_int8_agrees_with_fp32_on_every_real_photo(both_on_photos) -> None:
     """102 photos (17 real ones, mirrored, cropped, halved, turned). Where the fp32 model's top label
-    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %: all 66); on all 102, 0.89
-    (measured) and never below 0.85; everywhere its top label is one of fp32's top five, and the top
-    fives overlap by four labels in five on average. The swaps are near-ties — textures such as
-    grass and gravel, where fp32's first two labels differ by 0.01: there, changing every input
-    pixel of the fp32 model by ±1 grey level swaps as many (docs/performance.md)."""
+    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %: all 66); on all 102, 98
+    (measured) and never fewer than 96; everywhere its top label is one of fp32's top five, and the
+    top fives overlap by 0.93 (measured). The swaps are near-ties — the grass and gravel textures,
+    where fp32's first two labels differ by 0.01: changing every input pixel of the fp32 model by a
+    random ±1 grey level swaps three times as many labels (docs/performance.md)."""
     names, fp32, int8 = both_on_photos
     margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
     agree = np.array([a.class_ids[0] == b.class_ids[0] for a, b in zip(fp32, int8)])
     clear = margins >= 0.05
     assert clear.sum() >= 60
     assert agree[clear].mean() >= 0.98, [n for n, c, ok in zip(names, clear, agree) if c and not ok]
-    assert agree.mean() >= 0.85, [n for n, ok in zip(names, agree) if not ok]
+    assert agree.mean() >= 0.94, [n for n, ok in zip(names, agree) if not ok]
     outside = [n for n, a, b in zip(names, fp32, int8) if b.class_ids[0] not in a.class_ids]
     assert not outside
     overlap = np.mean([len(set(a.class_ids) & set(b.class_ids)) / 5 for a, b in zip(fp32, int8)])
-    assert overlap >= 0.85
+    assert overlap >= 0.88
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ QDQ format, full 8-bit weights. Why:
   systematic, so it adds up through the network; subtracting it from the layer's bias costs nothing
   at run time. On the 102 test photos it raised top-1 agreement with fp32 from 0.86 to 0.89 (Lite0),
   0.80 to 0.87 (Lite1) and 0.92 to 0.93 (Lite2), and the cosine between int8 and fp32 logits from
-  0.985 to 0.994 (docs/performance.md). What remains is rounding noise, about as large as the
+  0.985 to 0.994; with the calibration's averaged ranges (:func:`collect_ranges`) 0.96, 0.89 and
+  0.93 (docs/performance.md). What remains is rounding noise, about as large as the
   change that moving every input pixel by ±1 grey level makes to the fp32 model itself: photos
   whose two best labels are nearly tied can swap (``tests/test_int8.py``).
 * float outputs: the quantizer would also round the model's outputs (the logits) to 8 bits.
@@ -229,9 +230,15 @@ def collect_ranges(
     calibration: str = "",
     batch_size: int = 8,
 ) -> ActivationRanges:
-    """Run the fp32 model in ``model_dir`` over ``images`` and record every activation's min/max
-    (ONNX Runtime's MinMax calibrator, the default of ``quantize_static``) and the channel means of
-    every ``Conv`` / ``Gemm`` input (for bias correction).
+    """Run the fp32 model in ``model_dir`` over ``images`` and record every activation's range and
+    the channel means of every ``Conv`` / ``Gemm`` input (for bias correction).
+
+    The range of a tensor is the mean, over batches of ``batch_size`` images, of its lowest and
+    highest value in the batch (ONNX Runtime's MinMax calibrator with ``moving_average``, its
+    ``CalibMovingAverage`` option), rather than the extremes over all images: a rare outlier then
+    widens the 8-bit step of every other image less. With bias correction, on the 102 test photos,
+    it raised top-1 agreement with fp32 from 0.89 to 0.96 (Lite0) and 0.87 to 0.89 (Lite1), Lite2
+    staying at 0.93. The model's input keeps its whole range.
     """
     require("onnx", extra="int8", purpose="calibrating a model for int8")
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
@@ -259,6 +266,7 @@ def collect_ranges(
             model_dir / MODEL_FILE,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"moving_average": True, "averaging_constant": 0.01},
         )
         calibrator.collect_data(_Reader())
         data = calibrator.compute_data()
@@ -268,12 +276,15 @@ def collect_ranges(
         name: (float(np.min(value.range_value[0])), float(np.max(value.range_value[1])))
         for name, value in data.items()
     }
+    # The pixels keep their whole range: 8 bits over it are exactly the photo's 256 grey levels.
+    ranges[input_name] = (min(float(b.min()) for b in batches), max(float(b.max()) for b in batches))
     return ActivationRanges(
         model=spec.name,
         weights_sha256=spec.weights_sha256,
         ranges=ranges,
         images=count,
         calibration=calibration,
+        method="minmax-moving-average",
         channel_means=means,
     )
 
