@@ -5,9 +5,12 @@ less), medians over alternating rounds, on two folders of real-photo JPEGs made 
 photos (``_data.make_jpeg_folder``): ImageNet-sized (long side 500, like a validation photo) and
 camera-sized (long side 2500-4000). Candidates:
 
-* ``fast``       — ``decode="fast"`` (the default, and the code before issue 15): Pillow decode, JPEG
-  ``draft`` halvings while the short side stays >= 2 × the resize target, crop-window resampling for
-  large downscales, exact resize-then-crop below;
+* ``fast``       — ``decode="fast"`` (the default): Pillow decode, JPEG ``draft`` halvings while the
+  short side stays >= 2 × the resize target, then only the crop window resampled;
+* ``before``     — the fast mode before this change: crop-window resampling for large downscales only
+  (short side >= 2 × the resize target), exact resize-then-crop below;
+* ``gap-2``      — rejected: Pillow's ``reducing_gap=2`` resize (a box ``reduce`` first); after the
+  draft the factor is below 4, so it only adds a whole-image pass;
 * ``exact``      — ``decode="exact"``: full Pillow decode, resize then crop like the reference;
 * ``dct-1x``     — rejected: JPEG draft down to the resize target itself (changes top labels, README);
 * ``simplejpeg`` — rejected: libjpeg-turbo's TurboJPEG API through simplejpeg instead of Pillow's
@@ -18,6 +21,7 @@ camera-sized (long side 2500-4000). Candidates:
   evaluated with).
 
     python benchmarks/decode.py                  # 60 + 20 photos, 5 rounds
+    python benchmarks/decode.py --mixed 200 --only before exact   # + throughput.py's folder
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from _data import make_jpeg_folder
 from sparkvision import Classifier
 from sparkvision.images import decode_image
 from sparkvision.preprocess import PreprocessSpec, preprocess
+from sparkvision.tasks.base import draft_short_side
 
 
 def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Path], np.ndarray]]:
@@ -48,9 +53,21 @@ def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Pat
         d = decode_image(path, min_short_side=spec.resize_short_side)
         return preprocess(d.image, spec, window=True)
 
+    def before(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft_short_side(spec))
+        return preprocess(d.image, spec, window=d.reduced or min(d.image.size) >= 2 * spec.resize_short_side)
+
+    def reducing_gap(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft_short_side(spec))
+        new_w, new_h = spec.resize_shape(*d.image.size)
+        image = d.image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        return preprocess(image.crop(spec.crop_box(new_w, new_h)), spec)
+
     found: dict[str, Callable[[Path], np.ndarray]] = {
         "fast": lambda p: fast.prepare(p).pixels,
+        "before": before,
         "exact": lambda p: exact.prepare(p).pixels,
+        "gap-2": reducing_gap,
         "dct-1x": dct_1x,
     }
     try:
@@ -118,15 +135,23 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60, help="ImageNet-sized photos")
     parser.add_argument("--large", type=int, default=20, help="camera-sized photos")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--mixed", type=int, default=0, help="also the throughput.py folder (long side 300-2000), this many"
+    )
+    parser.add_argument("--only", nargs="+", help="candidates to run (default: all)")
     parser.add_argument("--model", default="efficientnet_lite0")
     args = parser.parse_args()
 
     model = Classifier.pretrained(args.model)
     runs = candidates(model.spec.preprocess, model.model_dir)
+    if args.only:
+        runs = {name: run for name, run in runs.items() if name in {"fast", *args.only}}
     folders = {
         "ImageNet-sized (long side 500)": make_jpeg_folder(args.count, min_side=500, max_side=500),
         "camera-sized (long side 2500-4000)": make_jpeg_folder(args.large, min_side=2500, max_side=4000),
     }
+    if args.mixed:
+        folders["throughput.py's photos (long side 300-2000)"] = make_jpeg_folder(args.mixed)
     for title, folder in folders.items():
         files = sorted(folder.glob("*.jpg"))
         medians = measure(files, runs, args.rounds)

@@ -16,6 +16,7 @@ N and 5·N images in fresh processes (memory must not grow with the folder size)
     python benchmarks/throughput.py                 # 300 images, 3 repeats
     python benchmarks/throughput.py --count 500 --memory
     python benchmarks/throughput.py --decode exact  # the reference decode + resize
+    python benchmarks/throughput.py --core-time     # + where the CPU goes: decoding vs each network
 """
 
 from __future__ import annotations
@@ -82,6 +83,33 @@ def ort_only(batch_size: int, repeats: int, n_images: int = 256) -> dict[str, li
     return rates
 
 
+def core_time(folder: Path, batch_size: int, repeats: int) -> dict[str, float]:
+    """Where the CPU goes, per image, on one core: decoding + preprocessing (``prepare``, shared by
+    both models) and the network (a one-thread ONNX Runtime session on those tensors), medians of
+    alternating repeats in CPU milliseconds (``time.process_time``: other processes barely count)."""
+    from sparkvision.engine import get_engine
+
+    classifiers = {m: Classifier.pretrained(m) for m in MODELS}
+    files = sorted(folder.glob("*.jpg"))
+    prepare = classifiers[MODELS[0]].prepare
+    pixels = np.stack([prepare(p).pixels for p in files])
+    engines = {m: get_engine(c.model_dir / "model.onnx", threads=1) for m, c in classifiers.items()}
+    for engine in engines.values():
+        engine.run(pixels[:batch_size])
+    times: dict[str, list[float]] = {"decode + preprocess": [], **{m: [] for m in MODELS}}
+    for r in range(repeats):
+        started = time.process_time()
+        for path in files:
+            prepare(path)
+        times["decode + preprocess"].append((time.process_time() - started) / len(files) * 1000)
+        for name in MODELS if r % 2 == 0 else MODELS[::-1]:
+            started = time.process_time()
+            for i in range(0, len(files), batch_size):
+                engines[name].run(pixels[i : i + batch_size])
+            times[name].append((time.process_time() - started) / len(files) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def torch_loop(folder: Path, limit: int) -> float:
     """The loop a user writes with the reference model (no tricks beyond inference_mode)."""
     import torch
@@ -143,6 +171,9 @@ def main() -> None:
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--memory", action="store_true", help="peak RSS for N vs 5·N images")
     parser.add_argument("--json", action="store_true", help="print a JSON summary too")
+    parser.add_argument(
+        "--core-time", action="store_true", help="CPU ms per image: decode + preprocess, each network"
+    )
     args = parser.parse_args()
 
     folder = make_jpeg_folder(args.count)
@@ -181,6 +212,16 @@ def main() -> None:
             ratio = summary[f"{name}.embedded"] / b
             summary[f"{name}.a_over_b"] = ratio
             print(f"a/b {name} = {ratio:.2f}  (target >= 4)")
+    if args.core_time:
+        ms = core_time(folder, args.batch_size, args.repeats)
+        print("CPU per image, one core (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
+        for name in MODELS:
+            rest = statistics.median(a_cpu[name]) - ms["decode + preprocess"] - ms[name]
+            print(
+                f"  {name}: end to end {statistics.median(a_cpu[name]):.2f} = decode + preprocess "
+                f"{ms['decode + preprocess']:.2f} + network {ms[name]:.2f} + the rest {rest:.2f}"
+            )
+        summary.update({f"core_ms.{k}": v for k, v in ms.items()})
     if args.memory:
         small = peak_rss_mb(folder)
         big = peak_rss_mb(make_jpeg_folder(5 * args.count))

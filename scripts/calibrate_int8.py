@@ -1,7 +1,9 @@
 """Measure the int8 activation ranges shipped for the EfficientNet-Lite models.
 
 Writes ``src/sparkvision/data/int8/efficientnet_lite{0,1,2}.json``: for every activation tensor of the
-fp32 model, the min/max it takes on about a hundred real photos. With those ranges the catalogue's
+fp32 model, its range on about a hundred real photos (the mean over batches of 8 of each batch's lowest and
+highest value), and for the input of every convolution
+and of the classifier the mean of each channel (for bias correction, see ``sparkvision.models.quantize``). With those ranges the catalogue's
 ``efficientnet_lite*_int8`` models are built on the user's machine from the fp32 model alone (see
 ``sparkvision.models.quantize``); no calibration image is needed there.
 

@@ -166,20 +166,23 @@ def test_small_models_default_to_all_their_classes(colour_model: Path, tmp_path:
         list(clf.classify(tmp_path, top_k=5))
 
 
-def test_crop_window_only_for_large_downscales(tmp_path) -> None:
+def test_crop_window_whenever_the_spec_crops(tmp_path) -> None:
     from sparkvision.images import decode_image
+    from sparkvision.preprocess import PreprocessSpec
     from sparkvision.tasks.base import crop_window_resize, draft_short_side
 
-    spec = Classifier.pretrained().spec.preprocess  # short side 256
-    photo = Image.fromarray(skdata.chelsea())  # 451×300: exact path, like the reference frameworks
-    assert not crop_window_resize(decode_image(photo), spec)
+    spec = Classifier.pretrained().spec.preprocess  # short side 256, centre crop 224
+    photo = Image.fromarray(skdata.chelsea())  # 451×300
+    assert crop_window_resize(decode_image(photo), spec)
     big = photo.resize((1600, 1064), Image.Resampling.BICUBIC)
-    big.save(tmp_path / "big.png")
     big.save(tmp_path / "big.jpg", quality=90)
-    assert crop_window_resize(decode_image(tmp_path / "big.png"), spec)  # full size, 2 × target
     drafted = decode_image(tmp_path / "big.jpg", min_short_side=draft_short_side(spec))
     assert drafted.reduced and drafted.image.size == (800, 532)
     assert crop_window_resize(drafted, spec)
+    # nothing to crop: squashed straight to the input size, or already that size without resizing
+    assert not crop_window_resize(decode_image(photo), PreprocessSpec(size=224, resize="squash"))
+    square = decode_image(photo.resize((224, 224)))
+    assert not crop_window_resize(square, PreprocessSpec(size=224, do_resize=False))
 
 
 def test_prepared_images_classify_as_their_sources(lite0: Classifier, examples_dir: Path) -> None:

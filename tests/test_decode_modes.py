@@ -1,6 +1,6 @@
 """The two decode modes: ``exact`` reproduces the reference preprocessing for every image; ``fast`` (the
-default) decodes large JPEGs at a reduced DCT scale and resamples only the crop window — the same
-tensors as ``exact`` below twice the resize size, and the same top label on real photos."""
+default) decodes large JPEGs at a reduced DCT scale and resamples only the crop window — within two
+levels of ``exact`` on a few values below twice the resize size, and the same top label on real photos."""
 
 from __future__ import annotations
 
@@ -58,12 +58,20 @@ def test_exact_mode_reproduces_the_reference(lite0: Classifier, imagenet_sized: 
         np.testing.assert_allclose(got, reference(data, 224, 0.875), atol=1e-6, rtol=0)
 
 
-def test_fast_mode_is_exact_below_twice_the_resize_size(
+def test_fast_mode_differs_from_exact_by_float_rounding_at_imagenet_size(
     lite0: Classifier, imagenet_sized: list[bytes]
 ) -> None:
+    """Below twice the resize size nothing is drafted; fast resamples only the crop window, whose
+    fixed-point filter weights round differently: at most 2 levels on fewer than 1 value in 1,000
+    (measured: up to 7 in 10,000, 2 levels on one photo, 1 elsewhere)."""
     exact = Classifier(lite0.model_dir, decode="exact")
-    for data in imagenet_sized[:6]:
-        assert np.array_equal(lite0.prepare(data).pixels, exact.prepare(data).pixels)
+    level = 2 / 255  # (x / 255 - 0.5) / 0.5
+    changed = []
+    for data in imagenet_sized:
+        diff = np.abs(lite0.prepare(data).pixels - exact.prepare(data).pixels)
+        assert diff.max() <= 2 * level + 1e-6
+        changed.append(np.mean(diff > 1e-6))
+    assert max(changed) < 1e-3 and sum(changed) > 0  # rounding moved some values, very few
 
 
 def test_fast_mode_reduces_a_large_jpeg(lite0: Classifier) -> None:

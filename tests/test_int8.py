@@ -51,28 +51,76 @@ def test_int8_model_is_built_offline_from_shipped_ranges(lite0: Classifier, lite
 def test_shipped_ranges_are_small_data(variant: int) -> None:
     ranges = shipped_ranges(f"efficientnet_lite{variant}")
     assert 90 <= len(ranges.ranges) <= 200
-    assert all(lo <= 0 <= hi or lo <= hi for lo, hi in ranges.ranges.values())
+    assert all(lo <= hi for lo, hi in ranges.ranges.values())
+    # a channel mean for the input of every convolution and the classifier, inside its range
+    assert 50 <= len(ranges.channel_means) <= 70
+    for name, means in ranges.channel_means.items():
+        lo, hi = ranges.ranges[name]
+        assert means.dtype == np.float32 and 3 <= means.size <= 2000
+        assert np.all((means >= lo - 1e-2) & (means <= hi + 1e-2)), name
     text = json.dumps(ranges.to_dict())
-    assert len(text) < 12_000  # a few kilobytes in the wheel
+    assert len(text) < 100_000  # under 1 % of the fp32 model
+    again = ActivationRanges.from_dict(json.loads(text))
+    assert all(np.array_equal(again.channel_means[k], v) for k, v in ranges.channel_means.items())
+
+
+def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> None:
+    """The quantizer would round the logits to 8 bits (a step of 0.05, which merges near-tied labels
+    and clips confident ones); they are computed in float."""
+    from sparkvision.engine import get_engine
+
+    batch = np.stack([lite0_int8.prepare(p).pixels for p in sorted(examples_dir.glob("*.jpg"))])
+    logits = get_engine(lite0_int8.model_dir / "model.onnx").run(batch, ["logits"])[0]
+    assert len(np.unique(logits)) > 1000  # 8-bit outputs would take at most 256 values
 
 
 @pytest.mark.slow
 def test_int8_agrees_with_fp32_on_every_real_photo(both_on_photos) -> None:
     """102 photos (17 real ones, mirrored, cropped, halved, turned). Where the fp32 model's top label
-    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %); everywhere its top label is one
-    of fp32's top five, and the top fives overlap by four labels in five on average. (On near-ties
-    — textures such as grass and gravel, where fp32's first two labels differ by 0.01 — either label
-    is a coin toss, and about one in seven swaps.)"""
+    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %: all 66); on all 102, 98
+    (measured) and never fewer than 96; everywhere its top label is one of fp32's top five, and the
+    top fives overlap by 0.93 (measured). The swaps are near-ties — the grass and gravel textures,
+    where fp32's first two labels differ by 0.01: changing every input pixel of the fp32 model by a
+    random ±1 grey level swaps three times as many labels (docs/performance.md)."""
     names, fp32, int8 = both_on_photos
     margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
     agree = np.array([a.class_ids[0] == b.class_ids[0] for a, b in zip(fp32, int8)])
     clear = margins >= 0.05
     assert clear.sum() >= 60
     assert agree[clear].mean() >= 0.98, [n for n, c, ok in zip(names, clear, agree) if c and not ok]
+    assert agree.mean() >= 0.94, [n for n, ok in zip(names, agree) if not ok]
     outside = [n for n, a, b in zip(names, fp32, int8) if b.class_ids[0] not in a.class_ids]
     assert not outside
     overlap = np.mean([len(set(a.class_ids) & set(b.class_ids)) / 5 for a, b in zip(fp32, int8)])
-    assert overlap >= 0.8
+    assert overlap >= 0.88
+
+
+@pytest.mark.slow
+def test_bias_correction_brings_int8_closer_to_fp32(lite0: Classifier, tmp_path: Path) -> None:
+    """The same int8 weights without the bias correction (and from a version-1 ranges file, which
+    has no channel means): the probabilities move twice as far from fp32's."""
+    from sparkvision.engine import get_engine
+
+    ranges = shipped_ranges("efficientnet_lite0")
+    version1 = {k: v for k, v in ranges.to_dict().items() if k != "channel_means"} | {"format_version": 1}
+    plain = quantize_model_dir(lite0.model_dir, ActivationRanges.from_dict(version1), tmp_path, name="p")
+    assert plain.extra["quantization"]["bias_corrected_layers"] == 0
+    corrected = Classifier.pretrained("efficientnet_lite0_int8").spec.extra["quantization"]
+    assert corrected["bias_corrected_layers"] == len(ranges.channel_means) == 50
+    photos = photo_set()[::2]
+    batch = np.stack([lite0.prepare(np.asarray(image)).pixels for _, image in photos])
+
+    def probabilities(model_dir: Path) -> np.ndarray:
+        logits = get_engine(model_dir / "model.onnx").run(batch, ["logits"])[0]
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    fp32 = probabilities(lite0.model_dir)
+    distance = {
+        name: np.abs(probabilities(d) - fp32).sum(axis=1).mean()
+        for name, d in [("plain", tmp_path), ("corrected", resolve_model("efficientnet_lite0_int8")[0])]
+    }
+    assert distance["corrected"] < 0.7 * distance["plain"], distance
 
 
 @pytest.mark.slow

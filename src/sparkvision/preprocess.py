@@ -171,9 +171,9 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec, *, window: bool = 
 
     ``window=True`` resamples only the pixels inside the crop (Pillow's ``box``): the same filter
     centres and weights as resizing the whole image and then cropping, about twice as fast on a large
-    image, but float rounding can move a few output pixels by one level. The tasks use it in their
-    default ``decode="fast"`` mode for large downscales only; ``decode="exact"`` always resizes the
-    whole image and crops, bit-identical to the reference frameworks.
+    image, a fifth faster on an ImageNet-sized one, but rounding can move a few output values by one
+    or two levels. The tasks use it in their default ``decode="fast"`` mode; ``decode="exact"`` always
+    resizes the whole image and crops, bit-identical to the reference frameworks.
     """
     if not spec.do_resize:
         if image.size != (spec.size, spec.size):

@@ -117,7 +117,8 @@ def test_timm_model_matches_timm_on_real_photos(arch: str, tmp_path: Path) -> No
     assert np.abs(logits - expected).max() <= TOLERANCE
     assert _top5(logits) == _top5(expected)
 
-    predictions = list(Classifier(model_dir).classify([str(p) for p in PHOTOS], top_k=5, embeddings=True))
+    exact = Classifier(model_dir, decode="exact")  # parity: the reference's resize, not the fast crop window
+    predictions = list(exact.classify([str(p) for p in PHOTOS], top_k=5, embeddings=True))
     with torch.no_grad():
         transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
         features = model.forward_head(

@@ -47,8 +47,8 @@ DEFAULT_BATCH_SIZE = 16
 _REBUILD_LOCK = threading.Lock()
 R = TypeVar("R")
 DecodeMode = Literal["fast", "exact"]
-#: ``"fast"`` (default): large JPEGs decoded at a reduced DCT scale (Pillow's draft) with only the crop
-#: window resampled; smaller images exactly as the reference.
+#: ``"fast"`` (default): large JPEGs decoded at a reduced DCT scale (Pillow's draft), and only the crop
+#: window resampled (a few values one or two levels off the reference's, from rounding).
 #: ``"exact"``: full Pillow decode, then resize and crop exactly as the reference processors
 #: (timm/torchvision, Hugging Face) do, whatever the size — for parity checks.
 DECODE_MODES: tuple[DecodeMode, ...] = ("fast", "exact")
@@ -64,15 +64,16 @@ def draft_short_side(spec: PreprocessSpec) -> int:
 
 def crop_window_resize(decoded: DecodedImage, spec: PreprocessSpec) -> bool:
     """Whether the fast mode resamples only the crop window (see
-    :func:`sparkvision.preprocess.resize_and_crop`).
+    :func:`sparkvision.preprocess.resize_and_crop`): for every image it resizes and crops.
 
-    Only for large downscales — a draft-reduced JPEG, or a short side at least twice the resize
-    target — where it saves a third of the decode-and-preprocess time. Smaller images take the exact
-    path, bit-identical to the reference frameworks' resize-then-crop (the parity tests of imported
-    models rely on it); the window can move a few pixels (about 3 in 100,000 values) by one level
-    through float rounding, enough to move a tiny random model's scores by 1e-3.
+    Resampling the crop window alone skips the pixels the centre crop would throw away: about a
+    fifth of the decode-and-preprocess time of an ImageNet-sized photo, a third of a large one's.
+    Rounding can move a few output values (up to 7 in 10,000) by one or two levels, enough to
+    move a tiny random model's scores by 1e-3 but not a real photo's top label (README,
+    "Performance"); the ``exact`` mode, for parity checks, always resizes the whole image and crops,
+    bit-identical to the reference frameworks.
     """
-    return decoded.reduced or min(decoded.image.size) >= 2 * spec.resize_short_side
+    return spec.do_resize and spec.resize_shape(*decoded.image.size) != (spec.size, spec.size)
 
 
 def load(name: str | Path = DEFAULT_MODEL, **options: Any) -> ImageTask:
@@ -105,9 +106,9 @@ class ImageTask:
         max_pixels: images with more pixels are refused (decompression-bomb guard).
         decode: ``"fast"`` (default) or ``"exact"``, see :data:`DECODE_MODES`. ``"exact"`` reproduces
             the reference preprocessing to float rounding for every image; ``"fast"`` reduces large
-            photos (JPEG draft scale, crop-window resampling): the same tensors as ``"exact"`` below
-            twice the resize size, a fraction of its time above, and the same top label wherever
-            that label is clear (README, "Performance").
+            photos (JPEG draft scale) and resamples only the crop window: within two levels of
+            ``"exact"`` on a few values below twice the resize size, a fraction of its time above,
+            and the same top label wherever that label is clear (README, "Performance").
     """
 
     #: The task name this class serves (set by :func:`~sparkvision.tasks.registry.register_task`).
