@@ -221,3 +221,29 @@ def test_building_int8_without_the_int8_extra(
     result = CliRunner().invoke(cli, ["quantize", str(colour_model), "--calibration", str(photos)])
     assert result.exit_code == 2
     assert "pip install 'sparkvision[int8]'" in result.output and "Traceback" not in result.output
+
+
+def test_an_int8_model_built_from_older_ranges_is_built_again(
+    lite0_int8: Classifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade that ships better ranges must not leave users on the int8 model the old ones made."""
+    from sparkvision.models.quantize import RANGES_FILE, ActivationRanges
+
+    directory = lite0_int8.model_dir
+    model_file = directory / "model.onnx"
+    resolve_model("efficientnet_lite0_int8")  # current: used as it is
+    assert "older sparkvision" not in caplog.text
+    built_at = model_file.stat().st_mtime_ns
+
+    older = ActivationRanges.load(directory / RANGES_FILE).to_dict()
+    tensor = sorted(older["ranges"])[0]
+    older["ranges"][tensor] = [v * 0.5 for v in older["ranges"][tensor]]
+    ActivationRanges.from_dict(older).save(directory / RANGES_FILE)
+
+    with caplog.at_level("WARNING", logger="sparkvision.models.catalogue"):
+        path, spec = resolve_model("efficientnet_lite0_int8")
+    assert path == directory and spec.name == "efficientnet_lite0_int8"
+    assert "efficientnet_lite0_int8 was built by an older sparkvision" in caplog.text
+    assert model_file.stat().st_mtime_ns != built_at  # quantized again …
+    current = ActivationRanges.load(directory / RANGES_FILE).to_dict()
+    assert current == shipped_ranges("efficientnet_lite0").to_dict()  # … from the shipped ranges

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, ModelFormatError, ModelNotFoundError
 from ..labels import imagenet1k_labels, imagenet1k_synsets
@@ -56,6 +56,15 @@ LOCAL_PREFIX = "local-dir:"
 Builder = Callable[["CatalogueEntry", Path], ModelSpec]
 #: ``how_to_get(entry)`` says how to obtain the model by hand (shown when it cannot be built here).
 HowToGet = Callable[["CatalogueEntry"], str]
+#: ``is_current(entry, directory)`` says whether a cached build still matches what this package would
+#: build now (e.g. an int8 model built from activation ranges an older release shipped).
+IsCurrent = Callable[["CatalogueEntry", Path], bool]
+
+
+class _Builder(NamedTuple):
+    build: Builder
+    how_to_get: HowToGet | None
+    is_current: IsCurrent | None
 
 
 @dataclass(frozen=True)
@@ -81,20 +90,28 @@ class CatalogueEntry:
         registered = _BUILDERS.get(self.builder or "")
         if registered is None:
             return None
-        return lambda directory: registered[0](self, directory)
+        return lambda directory: registered.build(self, directory)
+
+    def is_current(self, directory: Path) -> bool:
+        """Whether the cached build in ``directory`` is what this package builds now (``True`` when the
+        builder has no way to tell, or the entry is not built here)."""
+        registered = _BUILDERS.get(self.builder or "")
+        if registered is None or registered.is_current is None:
+            return True
+        return registered.is_current(self, directory)
 
     @property
     def how_to_get(self) -> str:
         """How to obtain the model when it is not in the cache."""
         registered = _BUILDERS.get(self.builder or "")
-        if registered is not None and registered[1] is not None:
-            return registered[1](self)
+        if registered is not None and registered.how_to_get is not None:
+            return registered.how_to_get(self)
         return f"Import it with `sparkvision import SOURCE --name {self.name}` (its source: {self.source})."
 
 
 _CATALOGUE: dict[str, CatalogueEntry] = {}
 _ALIASES: dict[str, str] = {}
-_BUILDERS: dict[str, tuple[Builder, HowToGet | None]] = {}
+_BUILDERS: dict[str, _Builder] = {}
 
 
 def register(entry: CatalogueEntry) -> CatalogueEntry:
@@ -105,9 +122,12 @@ def register(entry: CatalogueEntry) -> CatalogueEntry:
     return entry
 
 
-def register_builder(name: str, build: Builder, how_to_get: HowToGet | None = None) -> None:
-    """Make catalogue entries whose ``builder`` is ``name`` buildable with ``build``."""
-    _BUILDERS[name] = (build, how_to_get)
+def register_builder(
+    name: str, build: Builder, how_to_get: HowToGet | None = None, is_current: IsCurrent | None = None
+) -> None:
+    """Make catalogue entries whose ``builder`` is ``name`` buildable with ``build``; ``is_current``
+    lets a cached build made by an older release be found and built again."""
+    _BUILDERS[name] = _Builder(build, how_to_get, is_current)
 
 
 def get_entry(name: str) -> CatalogueEntry | None:
@@ -167,7 +187,19 @@ def _build_int8(entry: CatalogueEntry, directory: Path) -> ModelSpec:
     return quantize_model_dir(source_dir, shipped_ranges(fp32), directory, name=entry.name)
 
 
-register_builder("int8", _build_int8)
+def _int8_is_current(entry: CatalogueEntry, directory: Path) -> bool:
+    """A cached int8 model is current when it was quantized with the ranges this package ships (an
+    upgrade that ships better ranges rebuilds it on first use)."""
+    from .quantize import RANGES_FILE, ActivationRanges, shipped_ranges
+
+    try:
+        built = ActivationRanges.load(directory / RANGES_FILE)
+    except ModelFormatError:
+        return False
+    return built.to_dict() == shipped_ranges(str(entry.builder_args["fp32"])).to_dict()
+
+
+register_builder("int8", _build_int8, is_current=_int8_is_current)
 _load_catalogue_data()
 
 
@@ -209,7 +241,11 @@ def resolve_model(name_or_path: str | Path, *, rebuild: bool = False) -> tuple[P
 
     if target.exists() and not rebuild:
         try:
-            return target, load_model_dir(target)
+            spec = load_model_dir(target)
+            if entry is None or entry.build is None or entry.is_current(target):
+                return target, spec
+            log.warning("cached model %s was built by an older sparkvision; building it again", name)
+            rebuild = True
         except ModelFormatError as exc:
             if entry is None or entry.build is None:
                 raise ModelFormatError(
