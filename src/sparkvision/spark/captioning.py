@@ -56,7 +56,7 @@ from .annotations import (
     image_input_struct,
     image_stage_columns,
 )
-from .classifier import _ClassifierReader, _ClassifierWriter, _load_spec, import_saved_model
+from .classifier import import_saved_model
 from .inference import CaptionJob, make_caption_udf
 from .params import (
     PREPROCESS_FIELDS,
@@ -70,6 +70,7 @@ from .params import (
     ParamValueAccess,
     at_least,
 )
+from .persistence import ModelDirReader, ModelDirWriter, model_spec
 from .shipping import local_model_from, ship_model_dir
 from .workers import check_workers, stage_python
 
@@ -390,7 +391,7 @@ class VisionEncoderDecoderForImageCaptioning(
 
     def getModelSpec(self) -> ModelSpec:
         """The model's spec with the current preprocessing params applied (what ``transform`` uses)."""
-        spec = _load_spec(self._model_dir())
+        spec = model_spec(self._model_dir())
         fields = {}
         for param in _STAGE_PREPROCESS:
             field, to_spec, _ = PREPROCESS_FIELDS[param]
@@ -449,11 +450,11 @@ class VisionEncoderDecoderForImageCaptioning(
 
     # -- persistence (the classifier stages' format: metadata/ + a copy of the model in model/) ----
     def write(self) -> MLWriter:
-        return _ClassifierWriter(self)  # type: ignore[arg-type]
+        return ModelDirWriter(self)
 
     @classmethod
     def read(cls) -> MLReader:
-        return _ClassifierReader(cls)  # type: ignore[arg-type]
+        return ModelDirReader(cls)
 
     # -- our params ---------------------------------------------------------------------------------
     def setSeed(self, value: int | None) -> VisionEncoderDecoderForImageCaptioning:
@@ -469,7 +470,7 @@ class VisionEncoderDecoderForImageCaptioning(
     def setModelPath(self, value: str) -> VisionEncoderDecoderForImageCaptioning:
         """Point at another local captioning model directory (its preprocessing params are loaded too)."""
         path = Path(value)
-        self._load_model_params(path, _load_spec(path))
+        self._load_model_params(path, model_spec(path))
         return self
 
     def getModelPath(self) -> str:

@@ -32,8 +32,6 @@ from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import (
-    DefaultParamsReader,
-    DefaultParamsWriter,
     MLReadable,
     MLReader,
     MLWritable,
@@ -41,7 +39,7 @@ from pyspark.ml.util import (
 )
 from pyspark.sql import DataFrame
 
-from ..errors import ConfigError, ModelFormatError, ModelImportError, ModelNotFoundError
+from ..errors import ConfigError, ModelImportError, ModelNotFoundError
 from ..models.catalogue import DEFAULT_MODEL, get_entry, list_models, resolve_model
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import is_model_dir, load_model_dir
@@ -68,7 +66,8 @@ from .params import (
     HasTopK,
     ParamValueAccess,
 )
-from .shipping import copy_model_to, local_model_from, ship_model_dir
+from .persistence import ModelDirReader, ModelDirWriter, file_stamp, model_spec
+from .shipping import local_model_from, ship_model_dir
 from .workers import check_workers, stage_python
 
 __all__ = [
@@ -81,8 +80,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_MODEL_SUBDIR = "model"
 
 
 # -- where loadSavedModel plugs into the model importers -------------------------------------------
@@ -123,30 +120,13 @@ def import_saved_model(folder: str | Path, family: str | None = None) -> tuple[P
 
 
 # -- driver-side model facts, cached per file version ------------------------------------------------
-_SPECS: dict[tuple[str, int, int], ModelSpec] = {}
 _INPUT_SIZES: dict[tuple[str, int, int], tuple[int | None, int | None]] = {}
-
-
-def _stamp(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-
-
-def _load_spec(model_dir: Path) -> ModelSpec:
-    try:
-        key = _stamp(model_dir / "sparkvision.json")
-    except OSError as exc:
-        raise ModelFormatError(f"{model_dir} is not a sparkvision model directory") from exc
-    spec = _SPECS.get(key)
-    if spec is None:
-        spec = _SPECS[key] = load_model_dir(model_dir)
-    return spec
 
 
 def _onnx_input_size(model_dir: Path) -> tuple[int | None, int | None]:
     """The fixed height/width of the model's image input, ``None`` where it is dynamic."""
     model_file = model_dir / MODEL_FILE
-    key = _stamp(model_file)
+    key = file_stamp(model_file)
     if key not in _INPUT_SIZES:
         import onnx
 
@@ -356,7 +336,7 @@ class ImageClassifierModel(
     def getModelSpec(self) -> ModelSpec:
         """The model's spec with the current params applied (what ``transform`` will use)."""
         model_dir = self._model_dir()
-        spec = _load_spec(model_dir)
+        spec = model_spec(model_dir)
         fields = {
             field: to_spec(self.getOrDefault(param))
             for param, (field, to_spec, _) in PREPROCESS_FIELDS.items()
@@ -377,7 +357,7 @@ class ImageClassifierModel(
 
     def getClasses(self) -> list[str]:
         """The model's labels, in output order."""
-        return list(_load_spec(self._model_dir()).labels)
+        return list(model_spec(self._model_dir()).labels)
 
     # -- transform --------------------------------------------------------------------------------
     def _check_columns(self, dataset: DataFrame) -> tuple[str, str]:
@@ -413,11 +393,11 @@ class ImageClassifierModel(
     # -- persistence --------------------------------------------------------------------------------
     def write(self) -> MLWriter:
         """A writer that stores the params *and a copy of the model directory* (self-contained)."""
-        return _ClassifierWriter(self)
+        return ModelDirWriter(self)
 
     @classmethod
     def read(cls) -> MLReader:
-        return _ClassifierReader(cls)
+        return ModelDirReader(cls)
 
     # -- our params (the shared ones come from the mixins in .params) -----------------------------
     def setIncludeEmbeddings(self, value: bool) -> ImageClassifierModel:
@@ -429,50 +409,11 @@ class ImageClassifierModel(
     def setModelPath(self, value: str) -> ImageClassifierModel:
         """Point at another local model directory (its preprocessing params are loaded too)."""
         path = Path(value)
-        self._load_model_params(path, _load_spec(path))
+        self._load_model_params(path, model_spec(path))
         return self
 
     def getModelPath(self) -> str:
         return self.getOrDefault(self.modelPath)
-
-
-# -- persistence ----------------------------------------------------------------------------------
-class _ClassifierWriter(MLWriter):
-    """Writes ``metadata/`` (params, as Spark ML does) plus ``model/`` (a copy of the model dir)."""
-
-    def __init__(self, instance: ImageClassifierModel) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        stage = self.instance
-        model_dir = stage._model_dir()
-        spec = _load_spec(model_dir)
-        params = {p.name: v for p, v in stage._paramMap.items() if p.name != "modelPath"}
-        DefaultParamsWriter.saveMetadata(
-            stage,
-            path,
-            self.sparkSession,
-            extraMetadata={"sparkvision": {"model": spec.name, "family": spec.family}},
-            paramMap=params,
-        )
-        copy_model_to(self.sparkSession, model_dir, f"{path.rstrip('/')}/{_MODEL_SUBDIR}")
-
-
-class _ClassifierReader(MLReader):
-    def __init__(self, cls: type[ImageClassifierModel]) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> ImageClassifierModel:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        stage = self.cls()
-        stage._resetUid(metadata["uid"])
-        model_dir = local_model_from(self.sparkSession, f"{path.rstrip('/')}/{_MODEL_SUBDIR}")
-        # The model first (it sets every preprocessing param), then the saved params over it.
-        stage._load_model_params(model_dir, _load_spec(model_dir))
-        DefaultParamsReader.getAndSetParams(stage, metadata, skipParams=["modelPath"])
-        return stage
 
 
 # -- the Spark NLP-named stages -------------------------------------------------------------------
