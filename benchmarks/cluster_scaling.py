@@ -381,6 +381,12 @@ def main() -> None:
     if 1 in rates and 2 in rates:
         efficiency = rates[2] / (2 * rates[1])
         print(f"\nefficiency = rate(2) / (2 · rate(1)) = {efficiency:.2f}  (target ≥ 0.85)")
+        work = {n: 1000 * sum(run.cpu.values()) / (count * args.repeats) for n, run in runs.items()}
+        print(
+            f"CPU ms per image, all parts: 1 worker {work[1]:.1f}, 2 workers {work[2]:.1f} "
+            f"(work efficiency {work[1] / work[2]:.2f}: what 2 workers spend per image vs 1; "
+            "the rest of the gap is CPU they did not get)"
+        )
         per_day = 100e6 / 86400
         print(
             f"100 M images/day = {per_day:.0f} img/s: ≈ {per_day / (rates[2] / 2):.0f} 1-core workers at "
