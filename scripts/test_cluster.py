@@ -297,8 +297,7 @@ def _start_daemon(cluster: Cluster, node: Node, args: list[str], env: dict[str, 
     cpus = node.cpus
 
     def pin() -> None:  # in the child, before exec: everything it starts inherits the affinity
-        if cpus is not None:
-            os.sched_setaffinity(0, cpus)
+        os.sched_setaffinity(0, cpus or [])
 
     with open(node.log, "ab") as log:
         process = subprocess.Popen(

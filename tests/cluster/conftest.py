@@ -26,8 +26,9 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """Master + two 1-core workers, each in its own network namespace and pinned to a CPU of its own
-    (the second CPU, where there is one); the driver on the bridge, unpinned."""
+    """Master + two 1-core workers, each in its own network namespace; worker 1 pinned to the first
+    CPU, worker 2 to the second (the first too on a 1-CPU machine), the master to the last; the
+    driver on the bridge, unpinned."""
     state = tmp_path_factory.mktemp("cluster")
     try:
         running = cluster_script.up(state, workers=2, cores=1, memory="2g", pin_cores=True)
