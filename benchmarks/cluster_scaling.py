@@ -17,8 +17,9 @@ machine's idle cores for its JVMs, which flatters the 1-worker run. The driver a
 host of their own on one machine: by default they run on the last CPU (``--driver-cpu last``), so
 in (b) they sit beside the worker like separate hosts, and in (c) they share the second worker's
 CPU — the efficiency printed is a lower bound for a cluster whose driver has its own machine. The
-CPU time each part used during the timed runs (driver, master, each worker's JVMs and Pythons) is
-printed with the rates.
+CPU time each part used during the timed runs (driver, master, each worker's JVMs and Pythons, the
+busiest JVM threads) and the share of its CPU each worker got are printed with the rates: on a
+shared machine, a low efficiency with a low share is CPU the workers did not get, not extra work.
 
 It prints images/s, efficiency = rate(2) / (2 · rate(1)), and each rate against (a). Cluster start,
 session start-up, executors fetching and unpacking the environment, and a first small job (Python
@@ -257,7 +258,8 @@ def cluster_rates(
     partitions = frame.rdd.getNumPartitions()
     print(f"{tag} partitions: {partitions}")
     before, threads_before = cpu_snapshot(script, cluster), jvm_threads(script, cluster)
-    rates = [len(files) / run(read_images(spark, str(folder), glob="*.jpg")) for _ in range(repeats)]
+    timed = [run(read_images(spark, str(folder), glob="*.jpg")) for _ in range(repeats)]
+    rates = [len(files) / seconds for seconds in timed]
     after, threads_after = cpu_snapshot(script, cluster), jvm_threads(script, cluster)
     threads = {k: v - threads_before.get(k, 0.0) for k, v in threads_after.items()}
     if any(node.cpus for node in cluster.nodes):
@@ -265,6 +267,8 @@ def cluster_rates(
     cpu = {part: after[part] - before.get(part, 0.0) for part in after}
     print(f"{tag} " + ", ".join(f"{r:.1f}" for r in rates) + " img/s")
     images = len(files) * repeats
+    share = {w.name: (cpu[f"{w.name} JVMs"] + cpu[f"{w.name} Python"]) / sum(timed) for w in cluster.workers}
+    print(f"{tag} share of its CPU each worker got: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))
     print(f"{tag} CPU ms per image: " + ", ".join(f"{k} {1000 * v / images:.1f}" for k, v in cpu.items()))
     busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:8]
     print(
