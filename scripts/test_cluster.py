@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A Spark standalone cluster on one Linux machine, each node in its own network namespace.
 
-    sudo python scripts/test_cluster.py up [--workers 2] [--cores 1] [--memory 2g]
+    sudo python scripts/test_cluster.py up [--workers 2] [--cores 1] [--memory 2g] [--pin-cores]
     sudo python scripts/test_cluster.py status
     sudo python scripts/test_cluster.py down
 
@@ -22,6 +22,13 @@ to ``Cluster.driver_local_dir``, the drivers' copies of shipped archives) live o
 (``--tmpfs 4g``; ``--tmpfs ''`` for plain folders): every application unpacks the packed Python
 environment once per executor, and deleting those files from a disk mounted with ``discard`` took
 minutes.
+
+``--pin-cores`` makes each worker a host with its own CPU(s): worker *i*'s whole process tree (the
+worker JVM, the executor JVMs it starts and their Python workers, which inherit the affinity) may run
+only on the *i*-th CPU this script may use (``--cores`` consecutive CPUs each, wrapping around when
+there are fewer), and the master on the last one. The driver is not a node of this script: the
+caller decides where it runs. Without the flag, every process may run on every CPU, so a busy worker
+borrows the idle cores of the machine, which a real 1-core host cannot.
 
 ``up`` prints the cluster as JSON (master URL, driver address, nodes) and waits until the master
 reports every worker alive. ``down`` kills every process in the namespaces and removes namespaces,
@@ -74,6 +81,7 @@ class Node:
     veth: str  # the host end on the bridge
     root: str  # this node's folder: home/, sparkvision-home/, daemon.log (work dir: Cluster.work_dir)
     pid: int | None = None
+    cpus: list[int] | None = None  # the CPUs its processes may run on (None: any)
 
     @property
     def log(self) -> Path:
@@ -271,8 +279,26 @@ def _node_env(cluster: Cluster, node: Node, bare_bin: Path) -> dict[str, str]:
     return env
 
 
+def node_cpus(count: int, cores: int, available: list[int] | None = None) -> list[list[int]]:
+    """The CPUs of ``count`` workers with ``cores`` CPUs each: consecutive CPUs among ``available``
+    (default: those this process may use), wrapping around when there are not enough."""
+    cpus = sorted(available if available is not None else os.sched_getaffinity(0))
+    width = min(cores, len(cpus))
+    return [[cpus[(i * width + j) % len(cpus)] for j in range(width)] for i in range(count)]
+
+
+def cpus_allowed(pid: int) -> list[int]:
+    """The CPUs process ``pid`` may run on (``Cpus_allowed_list`` in ``/proc/PID/status``)."""
+    return sorted(os.sched_getaffinity(pid))
+
+
 def _start_daemon(cluster: Cluster, node: Node, args: list[str], env: dict[str, str]) -> None:
     spark_class = str(Path(cluster.spark_home) / "bin" / "spark-class")
+    cpus = node.cpus
+
+    def pin() -> None:  # in the child, before exec: everything it starts inherits the affinity
+        os.sched_setaffinity(0, cpus or [])
+
     with open(node.log, "ab") as log:
         process = subprocess.Popen(
             ["ip", "netns", "exec", node.netns, spark_class, *args],
@@ -282,6 +308,7 @@ def _start_daemon(cluster: Cluster, node: Node, args: list[str], env: dict[str, 
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: down kills it with everything it starts
+            preexec_fn=pin if cpus is not None else None,
         )
     node.pid = process.pid
 
@@ -337,6 +364,7 @@ def up(
     memory: str = "2g",
     timeout: float = 120.0,
     scratch_tmpfs: str | None = DEFAULT_SCRATCH_TMPFS,
+    pin_cores: bool = False,
 ) -> Cluster:
     """Start the cluster (after cleaning up any earlier one) and return it once every worker is alive.
 
@@ -345,6 +373,9 @@ def up(
     environment once per executor and once on the driver, several hundred MB of small files each:
     in memory, writing and deleting them costs nothing, where a disk mounted with ``discard`` spends
     minutes deleting them.
+
+    ``pin_cores``: give worker *i* (its JVM, its executors and their Python workers) CPUs of its own,
+    :func:`node_cpus`, and the master the last CPU; each node's ``cpus`` says which.
 
     Raises :class:`ClusterUnavailable` where network namespaces cannot be created.
     """
@@ -379,6 +410,10 @@ def up(
             for i in range(1, workers + 1)
         ],
     )
+    if pin_cores:
+        for node, cpus in zip(cluster.workers, node_cpus(workers, cores)):
+            node.cpus = cpus
+        master.cpus = [max(os.sched_getaffinity(0))]
     try:
         _mount_scratch(Path(cluster.scratch), scratch_tmpfs)
         cluster.driver_local_dir.mkdir(parents=True, exist_ok=True)
@@ -514,7 +549,13 @@ def status(state_dir: Path = DEFAULT_STATE) -> dict[str, Any]:
     if cluster is None:
         return {"up": False, "namespaces": namespaces}
     nodes = [
-        {"name": n.name, "address": n.address, "pid": n.pid, "alive": bool(n.pid and _alive(n.pid))}
+        {
+            "name": n.name,
+            "address": n.address,
+            "pid": n.pid,
+            "alive": bool(n.pid and _alive(n.pid)),
+            "cpus": n.cpus,
+        }
         for n in cluster.nodes
     ]
     report: dict[str, Any] = {"up": all(n["alive"] for n in nodes), **cluster.to_json(), "nodes": nodes}
@@ -541,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_SCRATCH_TMPFS or "",
         help="size of the tmpfs for executors' work dirs and drivers' local dirs, '' for disk [%(default)s]",
     )
+    parser.add_argument(
+        "--pin-cores",
+        action="store_true",
+        help="run each worker's processes on CPUs of its own (--cores each), the master on the last CPU",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         try:
@@ -551,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                 memory=args.memory,
                 timeout=args.timeout,
                 scratch_tmpfs=args.tmpfs or None,
+                pin_cores=args.pin_cores,
             )
         except ClusterUnavailable as exc:
             print(f"cluster unavailable: {exc}", file=sys.stderr)

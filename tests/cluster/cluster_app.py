@@ -144,6 +144,8 @@ def _probe(batches):
                     "sparkvision_home": os.environ.get("SPARKVISION_HOME", ""),
                     "files_root": os.path.realpath(SparkFiles.getRootDirectory()),
                     "model_paths": json.dumps(info["model_paths"]),
+                    "cpus": json.dumps(sorted(os.sched_getaffinity(0))),
+                    "executor_cpus": json.dumps(sorted(os.sched_getaffinity(_executor_pid()))),
                 }
             ]
         )
@@ -151,8 +153,22 @@ def _probe(batches):
 
 _PROBE_SCHEMA = (
     "address string, cwd string, python string, sparkvision string, path_python_imports_sparkvision boolean, "
-    "home string, sparkvision_home string, files_root string, model_paths string"
+    "home string, sparkvision_home string, files_root string, model_paths string, cpus string, "
+    "executor_cpus string"
 )
+
+
+def _executor_pid() -> int:
+    """The executor JVM that started this Python worker (its parent, or its daemon's parent)."""
+    pid = os.getpid()
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        if "CoarseGrainedExecutorBackend" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+            errors="replace"
+        ):
+            return pid
+    raise RuntimeError("no executor JVM above this Python worker")
 
 
 def _watch_for_kill(spark, group: str, stop: threading.Event) -> None:

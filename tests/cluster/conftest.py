@@ -26,10 +26,12 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """Master + two 1-core workers, each in its own network namespace; the driver on the bridge."""
+    """Master + two 1-core workers, each in its own network namespace; worker 1 pinned to the first
+    CPU, worker 2 to the second (the first too on a 1-CPU machine), the master to the last; the
+    driver on the bridge, unpinned."""
     state = tmp_path_factory.mktemp("cluster")
     try:
-        running = cluster_script.up(state, workers=2, cores=1, memory="2g")
+        running = cluster_script.up(state, workers=2, cores=1, memory="2g", pin_cores=True)
     except cluster_script.ClusterUnavailable as exc:
         pytest.skip(f"no network namespaces here: {exc}")
     try:

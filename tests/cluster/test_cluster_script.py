@@ -44,3 +44,10 @@ def test_a_start_that_fails_leaves_no_process_namespace_link_or_mount(tmp_path: 
         time.sleep(0.2)
     assert _leftovers(state) == {"namespaces": [], "links": [], "mounts": [], "processes": []}
     assert (state / "master" / "daemon.log").is_file()  # the logs stay, to see what went wrong
+
+
+def test_pinned_workers_get_cpus_of_their_own_wrapping_when_there_are_too_few():
+    assert cluster_script.node_cpus(2, 1, [0, 1]) == [[0], [1]]
+    assert cluster_script.node_cpus(2, 2, [0, 1, 2, 3]) == [[0, 1], [2, 3]]
+    assert cluster_script.node_cpus(3, 1, [4, 6]) == [[4], [6], [4]]
+    assert cluster_script.node_cpus(2, 2, [5]) == [[5], [5]]

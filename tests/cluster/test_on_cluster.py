@@ -168,6 +168,9 @@ def test_executors_on_both_workers_run_the_shipped_environment(first_app, cluste
         assert not probe["path_python_imports_sparkvision"]  # the node's own python3 has no sparkvision
         assert probe["home"] == str(Path(worker.root) / "home")
         assert probe["sparkvision_home"] == str(Path(worker.root) / "sparkvision-home")
+        # pinned (--pin-cores): the executor JVM and its Python workers run on the worker's CPU only
+        assert json.loads(probe["executor_cpus"]) == json.loads(probe["cpus"]) == worker.cpus
+    assert {w.cpus[0] for w in cluster.workers} == set(sorted(os.sched_getaffinity(0))[:2])
     loaded = {(p["address"], m) for p in probes for m in json.loads(p["model_paths"])}
     assert {address for address, _ in loaded} == set(workers)  # both executors classified images
     for address, model_path in loaded:  # each from its own copy, fetched through Spark
