@@ -57,7 +57,7 @@ def import_sparknlp_caption_export(
 ) -> ModelSpec:
     """Convert a Spark NLP captioning export folder into a sparkvision captioning model in ``directory``."""
     from .huggingface import _preprocess_for, _read_config
-    from .vision_encoder_decoder import TOKENIZER_FILE, _generation_defaults, _save_tokenizer
+    from .vision_encoder_decoder import _generation_defaults, _save_tokenizer, captioning_spec
 
     transformers = require("transformers", "reading a Spark NLP export's assets")
     folder = Path(folder)
@@ -94,35 +94,22 @@ def import_sparknlp_caption_export(
         for file in folder.iterdir():
             if file.is_file() and file.name.startswith(graph):
                 shutil.copyfile(file, directory / (MODEL_FILE if file.name == ENCODER_FILE else file.name))
-    encoder_type = str((config.get("encoder") or {}).get("model_type", "?"))
-    decoder_type = str(decoder_config.get("model_type", "?"))
-    return ModelSpec(
+    return captioning_spec(
         name=name,
-        family=f"{encoder_type}-{decoder_type}",
-        task="captioning",
+        encoder_type=str((config.get("encoder") or {}).get("model_type", "?")),
+        decoder_type=str(decoder_config.get("model_type", "?")),
         preprocess=pre,
-        labels=(),
-        activation="none",
-        outputs=(encoder_output,),
         source=f"sparknlp-export:{folder.resolve()}",
         license=license or "",
         weights_sha256=sha256_files(folder / g for g in graphs),
-        extra={
-            "architecture": "VisionEncoderDecoderModel",
-            "importer": "sparknlp-export",
-            "encoder": encoder_type,
-            "decoder": decoder_type,
-            "encoder_model": MODEL_FILE,
-            "encoder_output": encoder_output,
-            "decoder_model": DECODER_FILE,
-            "decoder_with_past_model": DECODER_WITH_PAST_FILE if has_past else None,
-            "cache_layout": "self",
-            "tokenizer": TOKENIZER_FILE,
-            "num_layers": layers,
-            "vocab_size": vocab_size,
-            "clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
-            "generation": generation,
-        },
+        tokenizer=tokenizer,
+        generation=generation,
+        importer="sparknlp-export",
+        encoder_output=encoder_output,
+        decoder_with_past_model=DECODER_WITH_PAST_FILE if has_past else None,
+        cache_layout="self",
+        num_layers=layers,
+        vocab_size=vocab_size,
     )
 
 

@@ -137,29 +137,64 @@ def import_vision_encoder_decoder(
     )
     if decoder_type not in TESTED_DECODERS:
         log.warning("%s decoders are checked at import but not covered by sparkvision's tests", decoder_type)
+    return captioning_spec(
+        name=name,
+        encoder_type=encoder_type,
+        decoder_type=decoder_type,
+        preprocess=pre,
+        source=source or f"local:{checkpoint.resolve()}",
+        license=license if license is not None else _license_of(checkpoint),
+        weights_sha256=sha256_files(weights),
+        tokenizer=tokenizer,
+        generation=generation,
+        importer="huggingface",
+        encoder_output="encoder_hidden_states",
+        decoder_with_past_model=DECODER_WITH_PAST_FILE,
+        num_layers=layers,
+        vocab_size=int(decoder_config.vocab_size),
+        cross_shared_by_beams=shared,
+    )
+
+
+def captioning_spec(
+    *,
+    name: str,
+    encoder_type: str,
+    decoder_type: str,
+    preprocess: Any,
+    source: str,
+    license: str,
+    weights_sha256: str,
+    tokenizer: Any,
+    generation: dict[str, Any],
+    importer: str,
+    encoder_output: str,
+    **graphs: Any,
+) -> ModelSpec:
+    """The ``sparkvision.json`` of a captioning model: the encoder as ``model.onnx``, the decoder graphs
+    and the tokenizer beside it; ``graphs`` are the importer's own facts about its decoder graphs
+    (``decoder_with_past_model``, ``num_layers``, ``vocab_size``, ``cache_layout``, ...)."""
     return ModelSpec(
         name=name,
         family=f"{encoder_type}-{decoder_type}",
         task="captioning",
-        preprocess=pre,
+        preprocess=preprocess,
         labels=(),
         activation="none",
-        outputs=("encoder_hidden_states",),
-        source=source or f"local:{checkpoint.resolve()}",
-        license=license if license is not None else _license_of(checkpoint),
-        weights_sha256=sha256_files(weights),
+        outputs=(encoder_output,),
+        source=source,
+        license=license or "",
+        weights_sha256=weights_sha256,
         extra={
             "architecture": "VisionEncoderDecoderModel",
-            "importer": "huggingface",
+            "importer": importer,
             "encoder": encoder_type,
             "decoder": decoder_type,
             "encoder_model": MODEL_FILE,
+            "encoder_output": encoder_output,
             "decoder_model": DECODER_FILE,
-            "decoder_with_past_model": DECODER_WITH_PAST_FILE,
-            "cross_shared_by_beams": shared,
             "tokenizer": TOKENIZER_FILE,
-            "num_layers": layers,
-            "vocab_size": int(decoder_config.vocab_size),
+            **graphs,
             "clean_up_tokenization_spaces": bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)),
             "generation": generation,
         },
