@@ -42,7 +42,7 @@ from urllib.parse import urlparse
 from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 
 from ..errors import ConfigError, ModelNotFoundError
@@ -53,11 +53,10 @@ from .annotations import (
     DOCUMENT,
     IMAGE,
     document_annotations_column,
-    image_input_struct,
-    image_stage_columns,
 )
 from .classifier import import_saved_model
 from .inference import CaptionJob, make_caption_udf
+from .model_stage import ModelDirStage
 from .params import (
     PREPROCESS_FIELDS,
     AnnotatorProperties,
@@ -70,9 +69,8 @@ from .params import (
     ParamValueAccess,
     at_least,
 )
-from .persistence import ModelDirReader, ModelDirWriter, model_spec
-from .shipping import local_model_from, ship_model_dir
-from .workers import check_workers, stage_python
+from .persistence import model_spec
+from .shipping import local_model_from
 
 __all__ = ["HasGeneratorProperties", "VisionEncoderDecoderForImageCaptioning"]
 
@@ -255,6 +253,7 @@ class VisionEncoderDecoderForImageCaptioning(
     HasConfigProtoBytes,
     HasOnnxThreads,
     ParamValueAccess,
+    ModelDirStage,
     MLReadable,
     MLWritable,
 ):
@@ -432,29 +431,9 @@ class VisionEncoderDecoderForImageCaptioning(
             threads=self.getOnnxThreads(),
         )
 
-    # -- transform --------------------------------------------------------------------------------
-    def _check_columns(self, dataset: DataFrame) -> tuple[str, str]:
-        return image_stage_columns(type(self).__name__, self.getInputCols(), self.getOutputCol(), dataset)
-
+    # -- transform (persistence: the classifier stages' format, from ModelDirStage) ----------------
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        input_col, output_col = self._check_columns(dataset)
-        job = self._job("")  # validates every param on the driver, before anything is shipped
-        row = image_input_struct(input_col)
-        with stage_python(dataset.sparkSession):  # local master, no interpreter chosen: the driver's
-            check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
-            job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
-            annotations = document_annotations_column(make_caption_udf(job)(row))
-        return dataset.withColumn(
-            output_col, annotations.alias(output_col, metadata={"annotatorType": DOCUMENT})
-        )
-
-    # -- persistence (the classifier stages' format: metadata/ + a copy of the model in model/) ----
-    def write(self) -> MLWriter:
-        return ModelDirWriter(self)
-
-    @classmethod
-    def read(cls) -> MLReader:
-        return ModelDirReader(cls)
+        return self._annotate_images(dataset, make_caption_udf, document_annotations_column, DOCUMENT)
 
     # -- our params ---------------------------------------------------------------------------------
     def setSeed(self, value: int | None) -> VisionEncoderDecoderForImageCaptioning:

@@ -33,9 +33,7 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import (
     MLReadable,
-    MLReader,
     MLWritable,
-    MLWriter,
 )
 from pyspark.sql import DataFrame
 
@@ -49,10 +47,9 @@ from .annotations import (
     CATEGORY,
     IMAGE,
     category_annotations_column,
-    image_input_struct,
-    image_stage_columns,
 )
 from .inference import ClassifyJob, make_classify_udf
+from .model_stage import ModelDirStage
 from .params import (
     PREPROCESS_FIELDS,
     AnnotatorProperties,
@@ -66,9 +63,8 @@ from .params import (
     HasTopK,
     ParamValueAccess,
 )
-from .persistence import ModelDirReader, ModelDirWriter, file_stamp, model_spec
-from .shipping import local_model_from, ship_model_dir
-from .workers import check_workers, stage_python
+from .persistence import file_stamp, model_spec
+from .shipping import local_model_from
 
 __all__ = [
     "ConvNextForImageClassification",
@@ -155,6 +151,7 @@ class ImageClassifierModel(
     HasTopK,
     HasOnnxThreads,
     ParamValueAccess,
+    ModelDirStage,
     MLReadable,
     MLWritable,
 ):
@@ -360,9 +357,6 @@ class ImageClassifierModel(
         return list(model_spec(self._model_dir()).labels)
 
     # -- transform --------------------------------------------------------------------------------
-    def _check_columns(self, dataset: DataFrame) -> tuple[str, str]:
-        return image_stage_columns(type(self).__name__, self.getInputCols(), self.getOutputCol(), dataset)
-
     def _job(self, model_ref: str) -> ClassifyJob:
         spec = self.getModelSpec()
         requested = self.getTopK() if self.isSet(self.topK) else None
@@ -379,25 +373,7 @@ class ImageClassifierModel(
         )
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        input_col, output_col = self._check_columns(dataset)
-        job = self._job("")  # validates every param on the driver, before anything is shipped
-        row = image_input_struct(input_col)
-        with stage_python(dataset.sparkSession):  # local master, no interpreter chosen: the driver's
-            check_workers(dataset.sparkSession)  # once per SparkContext: can the workers import us?
-            job = dataclasses.replace(job, model_ref=ship_model_dir(dataset.sparkSession, self._model_dir()))
-            annotations = category_annotations_column(make_classify_udf(job)(row))
-        return dataset.withColumn(
-            output_col, annotations.alias(output_col, metadata={"annotatorType": CATEGORY})
-        )
-
-    # -- persistence --------------------------------------------------------------------------------
-    def write(self) -> MLWriter:
-        """A writer that stores the params *and a copy of the model directory* (self-contained)."""
-        return ModelDirWriter(self)
-
-    @classmethod
-    def read(cls) -> MLReader:
-        return ModelDirReader(cls)
+        return self._annotate_images(dataset, make_classify_udf, category_annotations_column, CATEGORY)
 
     # -- our params (the shared ones come from the mixins in .params) -----------------------------
     def setIncludeEmbeddings(self, value: bool) -> ImageClassifierModel:
