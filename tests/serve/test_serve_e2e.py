@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -72,48 +69,11 @@ def test_api_records_equal_the_cli_json(lite0_client, examples_dir):
 @pytest.fixture(scope="module")
 def served_url(lite0, tmp_path_factory):
     """``sparkvision serve`` in a subprocess on a free port, with the tiny colour model preloaded."""
-    import httpx
-    from serve_helpers import write_colour_model
+    from serve_helpers import served, write_colour_model
 
     colour = write_colour_model(tmp_path_factory.mktemp("served") / "tiny_colour")
-    command = [
-        sys.executable,
-        "-c",
-        "from sparkvision.cli import main; main()",
-        "serve",
-        "--port",
-        "0",
-        "--preload",
-        str(colour),
-        "--log-level",
-        "warning",
-    ]
-    log = tmp_path_factory.mktemp("served") / "server.log"
-    with log.open("w") as sink:  # a file, not a pipe: a chatty server must never block on it
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True)
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, f"no URL printed: {line!r}; server log: {log.read_text()}"
-        url = match.group(0)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the server did not become ready")
+    with served(["--preload", str(colour)], tmp_path_factory.mktemp("served") / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")

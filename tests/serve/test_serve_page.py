@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import io
 import os
-import re
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from serve_helpers import CHROMIUM, CHROMIUM_ARGS, write_colour_model
+from serve_helpers import CHROMIUM, CHROMIUM_ARGS, served, write_colour_model
 
 pytestmark = pytest.mark.slow
 
@@ -31,35 +26,11 @@ def _longest_imagenet_labels(count: int = 3) -> tuple[str, ...]:
     return tuple(sorted(imagenet1k_labels(), key=len, reverse=True)[:count])
 
 
-@contextmanager
 def _serve(root: Path, *arguments: str):
-    """``sparkvision serve ARGUMENTS`` in a subprocess with its own empty model cache; yields its URL."""
-    import httpx
-
-    command = [sys.executable, "-c", "from sparkvision.cli import main; main()", "serve", *arguments]
-    command += ["--port", "0", "--log-level", "warning"]
-    env = {**os.environ, "SPARKVISION_HOME": str(root / "home")}
-    log = root / "server.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True, env=env)
-    try:
-        match = re.search(r"http://127\.0\.0\.1:\d+/", process.stdout.readline())
-        assert match, log.read_text()
-        url = match.group(0)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError(log.read_text())
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    """``sparkvision serve ARGUMENTS`` with its own empty model cache under ``root``; yields its URL."""
+    return served(
+        list(arguments), root / "server.log", env={**os.environ, "SPARKVISION_HOME": str(root / "home")}
+    )
 
 
 @pytest.fixture(scope="module")
