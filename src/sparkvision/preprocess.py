@@ -208,10 +208,13 @@ def preprocess(
     ``window``: see :func:`resize_and_crop`.
     """
     pixels = np.asarray(resize_and_crop(image, spec, window=window), dtype=np.uint8)
-    chw = pixels.transpose(2, 0, 1)
     if out is None:
         out = np.empty((3, spec.size, spec.size), dtype=np.float32)
-    np.multiply(chw, spec._scale, out=out, casting="unsafe")
+    # Convert first, then scale in place: a mixed uint8 × float32 multiply from the transposed view
+    # goes through NumPy's buffered casting loop (in float64), 8× slower: 1.5 ms of an ImageNet-sized
+    # photo's 4.4. Bit-identical: an 8-bit value times a float32 is exact in float64, so both round once.
+    out[...] = pixels.transpose(2, 0, 1)
+    out *= spec._scale
     out += spec._shift
     return out
 
