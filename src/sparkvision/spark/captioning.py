@@ -37,7 +37,6 @@ import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlparse
 
 from pyspark import keyword_only
 from pyspark.ml import Model
@@ -56,7 +55,7 @@ from .annotations import (
 )
 from .classifier import import_saved_model
 from .inference import CaptionJob, make_caption_udf
-from .model_stage import ModelDirStage
+from .model_stage import ModelDirStage, check_pretrained_args, saved_model_folder
 from .params import (
     PREPROCESS_FIELDS,
     AnnotatorProperties,
@@ -70,7 +69,6 @@ from .params import (
     at_least,
 )
 from .persistence import model_spec
-from .shipping import local_model_from
 
 __all__ = ["HasGeneratorProperties", "VisionEncoderDecoderForImageCaptioning"]
 
@@ -328,17 +326,15 @@ class VisionEncoderDecoderForImageCaptioning(
         with network) and found there afterwards. ``lang`` is ``"en"`` (or ``"xx"``); ``remote_loc``
         may name Spark NLP's ``"public/models"``; ``engine`` is accepted (always ONNX Runtime here).
         """
-        if engine not in ("onnx", "openvino", "tensorflow"):
-            raise ConfigError(
-                f"engine must be 'onnx' (or Spark NLP's 'tensorflow'/'openvino'), got {engine!r}"
-            )
-        if lang not in ("en", "xx"):
-            raise ConfigError(f"lang={lang!r}: Spark NLP publishes its captioning models under lang='en'")
-        if remote_loc not in (None, "", "public/models"):
-            raise ConfigError(
-                f"remote_loc={remote_loc!r}: models there cannot be fetched; load a local Hugging Face "
-                "VisionEncoderDecoder checkpoint with loadSavedModel(folder, spark)"
-            )
+        check_pretrained_args(
+            cls.__name__,
+            name,
+            lang,
+            remote_loc,
+            engine,
+            published="its captioning models",
+            elsewhere="load a local Hugging Face VisionEncoderDecoder checkpoint with loadSavedModel(folder, spark)",
+        )
         try:
             model_dir, spec = resolve_model(name)
         except ModelNotFoundError as exc:
@@ -354,10 +350,7 @@ class VisionEncoderDecoderForImageCaptioning(
         """A stage for a model folder, local or on any Hadoop filesystem Spark can read (then
         ``spark_session`` copies it): a Hugging Face ``VisionEncoderDecoderModel`` checkpoint (imported
         once into the model cache, as ``sparkvision import`` does) or a sparkvision captioning model."""
-        text = str(folder)
-        if urlparse(text).scheme not in ("", "file") and spark_session is not None:
-            text = str(local_model_from(spark_session, text))
-        model_dir, spec = import_saved_model(text.removeprefix("file:"))
+        model_dir, spec = import_saved_model(saved_model_folder(folder, spark_session))
         return cls._from_model(model_dir, spec)
 
     @classmethod

@@ -26,7 +26,6 @@ import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 from pyspark import keyword_only
 from pyspark.ml import Model
@@ -49,7 +48,7 @@ from .annotations import (
     category_annotations_column,
 )
 from .inference import ClassifyJob, make_classify_udf
-from .model_stage import ModelDirStage
+from .model_stage import ModelDirStage, check_pretrained_args, saved_model_folder
 from .params import (
     PREPROCESS_FIELDS,
     AnnotatorProperties,
@@ -64,7 +63,6 @@ from .params import (
     ParamValueAccess,
 )
 from .persistence import file_stamp, model_spec
-from .shipping import local_model_from
 
 __all__ = [
     "ConvNextForImageClassification",
@@ -247,26 +245,20 @@ class ImageClassifierModel(
 
     @classmethod
     def _pretrained(cls, name: str, lang: str, remote_loc: str | None, engine: str) -> ImageClassifierModel:
-        if engine not in ("onnx", "openvino", "tensorflow"):
-            raise ConfigError(
-                f"engine must be 'onnx' (or Spark NLP's 'tensorflow'/'openvino'), got {engine!r}"
-            )
-        if engine != "onnx":
-            log.warning(
-                "%s.pretrained: engine=%r is ignored; sparkvision runs ONNX Runtime", cls.__name__, engine
-            )
-        if lang not in ("en", "xx"):
-            raise ConfigError(
-                f"lang={lang!r}: there are no such image models; Spark NLP publishes its image classifiers under lang='en'; "
-                f"call pretrained({name!r}, 'en')"
-            )
-        if remote_loc not in (None, "", "public/models"):
-            raise ConfigError(
-                f"remote_loc={remote_loc!r}: models there cannot be fetched; sparkvision maps Spark NLP's open-source models "
-                "(public/models) to their Hugging Face origin. Export the model you have (a Hugging Face "
-                "checkpoint, or a Spark NLP ONNX export folder with model.onnx and assets/) and load it with "
-                "loadSavedModel(folder, spark), or `sparkvision import FOLDER --name NAME` then pretrained(NAME)"
-            )
+        check_pretrained_args(
+            cls.__name__,
+            name,
+            lang,
+            remote_loc,
+            engine,
+            published="its image classifiers",
+            elsewhere=(
+                "sparkvision maps Spark NLP's open-source models (public/models) to their Hugging Face origin. "
+                "Export the model you have (a Hugging Face checkpoint, or a Spark NLP ONNX export folder with "
+                "model.onnx and assets/) and load it with loadSavedModel(folder, spark), or "
+                "`sparkvision import FOLDER --name NAME` then pretrained(NAME)"
+            ),
+        )
         try:
             model_dir, spec = resolve_model(name)
         except ModelNotFoundError as exc:
@@ -288,10 +280,7 @@ class ImageClassifierModel(
         then ``spark_session`` is needed to copy it): a sparkvision model directory, a Hugging Face or
         timm checkpoint, or a Spark NLP ONNX export folder (``model.onnx`` + ``assets/``), the last
         three converted once into the model cache."""
-        text = str(folder)
-        if urlparse(text).scheme not in ("", "file") and spark_session is not None:
-            text = str(local_model_from(spark_session, text))
-        model_dir, spec = import_saved_model(text.removeprefix("file:"), cls.family)
+        model_dir, spec = import_saved_model(saved_model_folder(folder, spark_session), cls.family)
         return cls._from_model(model_dir, spec)
 
     @classmethod
