@@ -200,7 +200,7 @@ class ImageTask:
                 limit = self.max_pixels if max_pixels is None else max_pixels
                 draft = None if exact else draft_short_side(spec)
                 decoded = decode_image(source, max_pixels=limit, min_short_side=draft)
-            pixels = preprocess(decoded.image, spec, window=not exact and crop_window_resize(decoded, spec))
+            pixels = preprocess(decoded.image, spec, fast=not exact and crop_window_resize(decoded, spec))
         except SparkvisionError:
             raise
         except Exception as exc:  # a decoder bug
