@@ -28,7 +28,7 @@ Every candidate returns the model's float32 input. Candidates:
   OpenCV is a 60 MB wheel, and its resampling differs from Pillow's, which the models were
   evaluated with).
 
-Measured and not kept as candidates (docs/performance.md has the figures): NumPy passes on RGB
+Measured and not kept as candidates: NumPy passes on RGB
 arrays (the horizontal pass as a right-hand product with narrow blocks runs at a fifth of BLAS's
 speed; transposing three-float pixels costs more than the product), BLAS products above 2^18
 multiply-adds (OpenBLAS hands them to its thread pool: 50× slower a call on a busy machine), and
@@ -160,6 +160,19 @@ def measure(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def agreement(names: list[str], folders: dict[str, Path]) -> None:
+    """Top-1 agreement of fast with exact on every photo of the folders, per model."""
+    for name in names:
+        fast = Classifier.pretrained(name, decode="fast")
+        exact = Classifier.pretrained(name, decode="exact")
+        for title, folder in folders.items():
+            files = sorted(folder.glob("*.jpg"))
+            fast_top = [r.class_ids[0] for r in fast.classify_batch(files, top_k=1)]
+            exact_top = [r.class_ids[0] for r in exact.classify_batch(files, top_k=1)]
+            same = sum(f == e for f, e in zip(fast_top, exact_top))
+            print(f"{name}, {title}: fast and exact agree on the top label of {same}/{len(files)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=60, help="ImageNet-sized photos")
@@ -170,6 +183,12 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="+", help="candidates to run (default: all)")
     parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument(
+        "--agreement",
+        nargs="+",
+        metavar="MODEL",
+        help="instead of timing: fast vs exact top-1 for these models",
+    )
     args = parser.parse_args()
 
     model = Classifier.pretrained(args.model)
@@ -183,6 +202,9 @@ def main() -> None:
     }
     if args.mixed:
         folders["throughput.py's photos (long side 300-2000)"] = make_jpeg_folder(args.mixed)
+    if args.agreement:
+        agreement(args.agreement, folders)
+        return
     for title, folder in folders.items():
         files = sorted(folder.glob("*.jpg"))
         medians = measure(files, runs, args.rounds)

@@ -368,6 +368,14 @@ def _plan(spec: PreprocessSpec, width: int, height: int) -> tuple[_AxisPlan, _Ax
     return across, down
 
 
+def _round_to_8_bits(values: np.ndarray) -> None:
+    """In place, as Pillow stores a pass: round half up (ties are common with the box and triangle
+    filters), then clip to 0–255."""
+    values += 0.5
+    np.floor(values, out=values)
+    np.clip(values, 0, 255, out=values)
+
+
 _SCRATCH = threading.local()
 
 
@@ -412,16 +420,14 @@ def resample_crop(image: Image.Image, spec: PreprocessSpec, out: np.ndarray | No
     passed = _scratch("passed", (side, 4 * rows))
     for o0, o1, k0, k1, weights in across.blocks:
         np.matmul(weights, flat[k0:k1], out=passed[o0:o1])
-    np.clip(passed, 0, 255, out=passed)
-    np.rint(passed, out=passed)
+    _round_to_8_bits(passed)
     # Pass 2, vertical: rows first.
     turned = _scratch("turned", (rows, 4 * side))
     turned.view(np.complex128)[...] = passed.view(np.complex128).T
     resized = _scratch("resized", (side, 4 * side))
     for o0, o1, k0, k1, weights in down.blocks:
         np.matmul(weights, turned[k0:k1], out=resized[o0:o1])
-    np.clip(resized, 0, 255, out=resized)
-    np.rint(resized, out=resized)
+    _round_to_8_bits(resized)
     if out is None:
         out = np.empty((3, side, side), dtype=np.float32)
     np.multiply(resized.reshape(side, side, 4)[:, :, :3].transpose(2, 0, 1), spec._scale, out=out)
