@@ -260,6 +260,8 @@ def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.
 _GEMM_SIZE = 1 << 18
 #: Larger crop windows (only non-JPEG images far above the model's size) go through Pillow.
 _MAX_WINDOW_PIXELS = 1 << 20
+#: Input columns converted to float at once: a per-thread buffer of at most 128 × 1,024 × 16 bytes.
+_STRIP_COLUMNS = 128
 
 
 def _box(x: np.ndarray) -> np.ndarray:
@@ -354,9 +356,10 @@ def _axis_plan(
 
 
 @functools.lru_cache(maxsize=512)
-def _plan(spec: PreprocessSpec, width: int, height: int) -> tuple[_AxisPlan, _AxisPlan] | None:
-    """Horizontal and vertical plans for one input size (cached: a folder has few distinct sizes), or
-    ``None`` when the crop window is too large for the scratch buffers."""
+def _plan(spec: PreprocessSpec, width: int, height: int) -> tuple[_AxisPlan, _AxisPlan, tuple] | None:
+    """Horizontal and vertical plans for one input size (cached: a folder has few distinct sizes), and
+    the horizontal blocks grouped in strips of at most ``_STRIP_COLUMNS`` input columns; ``None`` when
+    the crop window is too large for the scratch buffers."""
     new_w, new_h = spec.resize_shape(width, height)
     left, top, right, bottom = spec.crop_box(new_w, new_h)
     sx, sy = width / new_w, height / new_h
@@ -365,7 +368,14 @@ def _plan(spec: PreprocessSpec, width: int, height: int) -> tuple[_AxisPlan, _Ax
     across = _axis_plan(width, right - left, left * sx, right * sx, spec.interpolation, 4 * rows)
     if rows * (across.stop - across.start) > _MAX_WINDOW_PIXELS:
         return None
-    return across, down
+    strips: list[tuple[int, int, list]] = []
+    for block in across.blocks:
+        k0, k1 = block[2], block[3]
+        if strips and k1 - strips[-1][0] <= _STRIP_COLUMNS:
+            strips[-1] = (strips[-1][0], k1, [*strips[-1][2], block])
+        else:
+            strips.append((k0, k1, [block]))
+    return across, down, tuple((s0, s1, tuple(blocks)) for s0, s1, blocks in strips)
 
 
 def _round_to_8_bits(values: np.ndarray) -> None:
@@ -404,22 +414,25 @@ def resample_crop(image: Image.Image, spec: PreprocessSpec, out: np.ndarray | No
     plan = _plan(spec, width, height) if spec.interpolation in _FILTERS else None
     if plan is None:
         return preprocess(image, spec, out, window=True)
-    across, down = plan
+    across, down, strips = plan
     rows, cols, side = down.stop - down.start, across.stop - across.start, spec.size
     # Pixels travel as RGBX (Pillow's own layout): 16 bytes a pixel in float32, so that a whole
     # pixel moves as one complex128 when the passes swap axes — NumPy transposes 16-byte items
     # several times faster than three 4-byte channels.
     window = image.crop((across.start, down.start, across.stop, down.stop)).tobytes("raw", "RGBX")
     words = np.frombuffer(window, dtype=np.uint32).reshape(rows, cols)
-    # Pass 1, horizontal: columns first (the window transposed), so each block is weights @ rows.
-    source = _scratch("source", (cols, rows, 4))
-    turned_words = _scratch("words", (cols, rows), np.uint32)
-    turned_words[...] = words.T
-    source[...] = turned_words.view(np.uint8).reshape(cols, rows, 4)
-    flat = source.reshape(cols, 4 * rows)
+    # Pass 1, horizontal: columns first (the window transposed), so each block is weights @ rows; a
+    # strip of columns at a time keeps the float copy of the window small.
     passed = _scratch("passed", (side, 4 * rows))
-    for o0, o1, k0, k1, weights in across.blocks:
-        np.matmul(weights, flat[k0:k1], out=passed[o0:o1])
+    widest = max(s1 - s0 for s0, s1, _ in strips)
+    turned_words = _scratch("words", (widest, rows), np.uint32)
+    source = _scratch("source", (widest, rows, 4))
+    for s0, s1, blocks in strips:
+        turned_words[: s1 - s0] = words[:, s0:s1].T
+        source[: s1 - s0] = turned_words[: s1 - s0].view(np.uint8).reshape(s1 - s0, rows, 4)
+        flat = source.reshape(widest, 4 * rows)
+        for o0, o1, k0, k1, weights in blocks:
+            np.matmul(weights, flat[k0 - s0 : k1 - s0], out=passed[o0:o1])
     _round_to_8_bits(passed)
     # Pass 2, vertical: rows first.
     turned = _scratch("turned", (rows, 4 * side))
