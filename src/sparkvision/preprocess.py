@@ -17,6 +17,8 @@ the half-difference, timm and torchvision models) or floored like Hugging Face's
 
 Resizing uses Pillow's resamplers, which antialias when downscaling. Skipping antialiasing, or using
 another interpolation than the one a model was trained with, costs up to a few points of accuracy.
+:func:`resample_crop` (the tasks' default ``decode="fast"`` mode) computes the same filter over the
+crop window only, as NumPy matrix products, about 0.7× Pillow's time.
 """
 
 from __future__ import annotations
