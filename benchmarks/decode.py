@@ -2,31 +2,47 @@
 
 One thread, CPU time per image (``time.process_time``, so other processes on a shared machine count
 less), medians over alternating rounds, on two folders of real-photo JPEGs made from the example
-photos (``_data.make_jpeg_folder``): ImageNet-sized (long side 500, like a validation photo) and
-camera-sized (long side 2500-4000). Candidates:
+photos (``_data.make_jpeg_folder``): ImageNet-sized (long side about 500, like a validation photo) and
+camera-sized (long side 2500-4000); ``--mixed N`` adds throughput.py's folder (long side 300-2000).
+Every candidate returns the model's float32 input. Candidates:
 
 * ``fast``       — ``decode="fast"`` (the default): Pillow decode, JPEG ``draft`` halvings while the
-  short side stays >= 2 × the resize target, then only the crop window resampled;
-* ``before``     — the fast mode before this change: crop-window resampling for large downscales only
-  (short side >= 2 × the resize target), exact resize-then-crop below;
+  short side stays >= 2 × the resize target, then ``preprocess.resample_crop``: Pillow's filter as
+  NumPy matrix products over the crop window only (pixels as RGBX so the passes swap axes cheaply),
+  rounded between the passes as Pillow does, normalised on the way out;
+* ``issue-time`` — the fixed baseline of issue 15 (the path when the issue was filed): the same draft,
+  Pillow resize of the whole image, crop, then the normalisation of that time (a mixed uint8 ×
+  float32 multiply, which NumPy runs through its buffered float64 loop);
+* ``pillow-window`` — the fast mode before ``resample_crop``: the same draft, Pillow resampling only
+  the crop window (``resize(box=...)``), today's normalisation;
+* ``before``     — the fast mode before the crop window was used below 2 × the resize target:
+  crop-window resampling for large downscales only, exact resize-then-crop below;
 * ``gap-2``      — rejected: Pillow's ``reducing_gap=2`` resize (a box ``reduce`` first); after the
   draft the factor is below 4, so it only adds a whole-image pass;
 * ``exact``      — ``decode="exact"``: full Pillow decode, resize then crop like the reference;
 * ``dct-1x``     — rejected: JPEG draft down to the resize target itself (changes top labels, README);
 * ``simplejpeg`` — rejected: libjpeg-turbo's TurboJPEG API through simplejpeg instead of Pillow's
-  decoder (same libjpeg-turbo underneath: the same pixels and, measured, the same time), DCT scales
-  as Pillow's draft, then the same resize (only when simplejpeg is installed);
+  decoder (same libjpeg-turbo underneath: the same pixels), DCT scales as Pillow's draft, then the
+  same resize (only when simplejpeg is installed);
 * ``opencv``     — rejected: simplejpeg + ``cv2.resize`` INTER_AREA (only when both are installed;
   OpenCV is a 60 MB wheel, and its resampling differs from Pillow's, which the models were
   evaluated with).
 
+Measured and not kept as candidates: NumPy passes on RGB
+arrays (the horizontal pass as a right-hand product with narrow blocks runs at a fifth of BLAS's
+speed; transposing three-float pixels costs more than the product), BLAS products above 2^18
+multiply-adds (OpenBLAS hands them to its thread pool: 50× slower a call on a busy machine), and
+libjpeg's fast IDCT without fancy upsampling (``decoderconfig``: 4 % faster, pixels up to 28 levels
+off).
+
     python benchmarks/decode.py                  # 60 + 20 photos, 5 rounds
-    python benchmarks/decode.py --mixed 200 --only before exact   # + throughput.py's folder
+    python benchmarks/decode.py --mixed 100 --only issue-time pillow-window exact
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -41,13 +57,25 @@ from _data import make_jpeg_folder
 
 from sparkvision import Classifier
 from sparkvision.images import decode_image
-from sparkvision.preprocess import PreprocessSpec, preprocess
+from sparkvision.preprocess import PreprocessSpec, preprocess, resize_and_crop
 from sparkvision.tasks.base import draft_short_side
 
 
 def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Path], np.ndarray]]:
     fast = Classifier(model_dir, decode="fast")
     exact = Classifier(model_dir, decode="exact")
+
+    def issue_time(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft_short_side(spec))
+        pixels = np.asarray(resize_and_crop(d.image, spec), dtype=np.uint8)
+        out = np.empty((3, spec.size, spec.size), dtype=np.float32)
+        np.multiply(pixels.transpose(2, 0, 1), spec._scale, out=out, casting="unsafe")
+        out += spec._shift
+        return out
+
+    def pillow_window(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft_short_side(spec))
+        return preprocess(d.image, spec, window=True)
 
     def dct_1x(path: Path) -> np.ndarray:
         d = decode_image(path, min_short_side=spec.resize_short_side)
@@ -65,6 +93,8 @@ def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Pat
 
     found: dict[str, Callable[[Path], np.ndarray]] = {
         "fast": lambda p: fast.prepare(p).pixels,
+        "issue-time": issue_time,
+        "pillow-window": pillow_window,
         "before": before,
         "exact": lambda p: exact.prepare(p).pixels,
         "gap-2": reducing_gap,
@@ -130,6 +160,19 @@ def measure(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def agreement(names: list[str], folders: dict[str, Path]) -> None:
+    """Top-1 agreement of fast with exact on every photo of the folders, per model."""
+    for name in names:
+        fast = Classifier.pretrained(name, decode="fast")
+        exact = Classifier.pretrained(name, decode="exact")
+        for title, folder in folders.items():
+            files = sorted(folder.glob("*.jpg"))
+            fast_top = [r.class_ids[0] for r in fast.classify_batch(files, top_k=1)]
+            exact_top = [r.class_ids[0] for r in exact.classify_batch(files, top_k=1)]
+            same = sum(f == e for f, e in zip(fast_top, exact_top))
+            print(f"{name}, {title}: fast and exact agree on the top label of {same}/{len(files)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=60, help="ImageNet-sized photos")
@@ -140,25 +183,37 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="+", help="candidates to run (default: all)")
     parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument(
+        "--agreement",
+        nargs="+",
+        metavar="MODEL",
+        help="instead of timing: fast vs exact top-1 for these models",
+    )
     args = parser.parse_args()
 
     model = Classifier.pretrained(args.model)
     runs = candidates(model.spec.preprocess, model.model_dir)
     if args.only:
         runs = {name: run for name, run in runs.items() if name in {"fast", *args.only}}
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     folders = {
         "ImageNet-sized (long side 500)": make_jpeg_folder(args.count, min_side=500, max_side=500),
         "camera-sized (long side 2500-4000)": make_jpeg_folder(args.large, min_side=2500, max_side=4000),
     }
     if args.mixed:
         folders["throughput.py's photos (long side 300-2000)"] = make_jpeg_folder(args.mixed)
+    if args.agreement:
+        agreement(args.agreement, folders)
+        return
     for title, folder in folders.items():
         files = sorted(folder.glob("*.jpg"))
         medians = measure(files, runs, args.rounds)
         base = medians["fast"]
         print(f"{title}, {len(files)} JPEGs, ms of CPU per photo (median of {args.rounds} rounds):")
         for name, value in medians.items():
-            print(f"  {name:10s} {value:7.2f} ms   {value / base:5.2f} × fast")
+            print(f"  {name:13s} {value:7.2f} ms   {value / base:5.2f} × fast")
+        if "issue-time" in medians:
+            print(f"  fast / issue-time = {base / medians['issue-time']:.2f}")
 
 
 if __name__ == "__main__":

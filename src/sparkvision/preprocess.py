@@ -17,11 +17,15 @@ the half-difference, timm and torchvision models) or floored like Hugging Face's
 
 Resizing uses Pillow's resamplers, which antialias when downscaling. Skipping antialiasing, or using
 another interpolation than the one a model was trained with, costs up to a few points of accuracy.
+:func:`resample_crop` (the tasks' default ``decode="fast"`` mode) computes the same filter over the
+crop window only, as NumPy matrix products, about 0.7× Pillow's time.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -31,7 +35,14 @@ from PIL import Image
 
 from .errors import ConfigError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PreprocessSpec", "preprocess", "preprocess_batch"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PreprocessSpec",
+    "preprocess",
+    "preprocess_batch",
+    "resample_crop",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -202,11 +213,17 @@ def preprocess(
     out: np.ndarray | None = None,
     *,
     window: bool = False,
+    fast: bool = False,
 ) -> np.ndarray:
     """One RGB image → float32 ``3 × size × size`` (written into ``out`` when given).
 
-    ``window``: see :func:`resize_and_crop`.
+    ``window``: see :func:`resize_and_crop`. ``fast``: resample with :func:`resample_crop` (NumPy
+    matrix products over the crop window only, normalised on the way out) instead of Pillow: the
+    same filter and grid, within one grey level of Pillow's crop-window resize on a few values in
+    10,000, a quarter less time.
     """
+    if fast and spec.do_resize and image.mode == "RGB":
+        return resample_crop(image, spec, out)
     pixels = np.asarray(resize_and_crop(image, spec, window=window), dtype=np.uint8)
     if out is None:
         out = np.empty((3, spec.size, spec.size), dtype=np.float32)
@@ -225,3 +242,209 @@ def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.
     for i, image in enumerate(images):
         preprocess(image, spec, out=batch[i])
     return batch
+
+
+# -- the NumPy resampler ---------------------------------------------------------------------------
+#
+# Pillow resamples an 8-bit image in two passes, horizontal then vertical, each a weighted sum of the
+# input pixels around every output centre, rounded and clipped to 8 bits; its inner loop is scalar and
+# holds RGB as four bytes a pixel. Written as matrix products the same passes run on BLAS: each pass is
+# a banded matrix (an output pixel reads 2 × support × scale input pixels), cut into blocks of outputs
+# so that each block multiplies only the input span it reads. The weights are Pillow's (same filters,
+# supports, centres and normalisation, in float rather than Pillow's 22-bit fixed point), and rounding
+# and clipping between the passes as Pillow does keep the result within one grey level of Pillow's
+# crop-window resize, on a few values in 10,000.
+#
+# Every product stays at or below _GEMM_SIZE multiply-adds (m·n·k): OpenBLAS runs smaller ones on the
+# calling thread, larger ones on its thread pool — on a busy machine 50× slower per call, and a lane
+# of the scheduler must stay on its one core.
+
+_GEMM_SIZE = 1 << 18
+#: Larger crop windows (only non-JPEG images far above the model's size) go through Pillow.
+_MAX_WINDOW_PIXELS = 1 << 20
+#: Input columns converted to float at once: a per-thread buffer of at most 128 × 1,024 × 16 bytes.
+_STRIP_COLUMNS = 128
+
+
+def _box(x: np.ndarray) -> np.ndarray:
+    return ((x > -0.5) & (x <= 0.5)).astype(np.float64)
+
+
+def _triangle(x: np.ndarray) -> np.ndarray:
+    return np.maximum(1.0 - np.abs(x), 0.0)
+
+
+def _hamming(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    px = np.pi * np.maximum(x, 1e-300)
+    value = np.where(x == 0, 1.0, np.sin(px) / px * (0.54 + 0.46 * np.cos(px)))
+    return np.where(x >= 1, 0.0, value)
+
+
+def _bicubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def _lanczos(x: np.ndarray) -> np.ndarray:
+    return np.where((x >= -3.0) & (x < 3.0), np.sinc(x) * np.sinc(x / 3.0), 0.0)
+
+
+#: Pillow's filters (``libImaging/Resample.c``) and their supports, in input pixels at scale 1.
+_FILTERS = {
+    "box": (_box, 0.5),
+    "bilinear": (_triangle, 1.0),
+    "hamming": (_hamming, 1.0),
+    "bicubic": (_bicubic, 2.0),
+    "lanczos": (_lanczos, 3.0),
+}
+
+
+@dataclass(frozen=True)
+class _AxisPlan:
+    """One pass along one axis: it reads input ``[start, stop)``; outputs ``[o0, o1)`` of each block
+    are ``weights @ input[start + k0 : start + k1]``."""
+
+    start: int
+    stop: int
+    blocks: tuple[tuple[int, int, int, int, np.ndarray], ...]
+
+
+def _axis_plan(
+    in_size: int, out_size: int, in0: float, in1: float, interpolation: str, width: int
+) -> _AxisPlan:
+    """Pillow's ``precompute_coeffs`` for one axis, as banded float32 blocks whose products with
+    ``width`` columns stay within ``_GEMM_SIZE``."""
+    kernel, support = _FILTERS[interpolation]
+    scale = (in1 - in0) / out_size
+    filterscale = max(scale, 1.0)
+    support *= filterscale
+    centres = in0 + (np.arange(out_size) + 0.5) * scale
+    # Pillow truncates toward zero, then clamps to the image.
+    lo = np.clip(np.trunc(centres - support + 0.5), 0, in_size).astype(np.int64)
+    hi = np.maximum(np.clip(np.trunc(centres + support + 0.5), 0, in_size).astype(np.int64), lo)
+    taps = lo[:, None] + np.arange(max(int((hi - lo).max()), 1))
+    inside = taps < hi[:, None]
+    w = kernel((taps - centres[:, None] + 0.5) / filterscale) * inside
+    total = w.sum(axis=1, keepdims=True)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total != 0)
+    start, stop = int(lo.min()), int(hi.max())
+    dense = np.zeros((out_size, stop - start))
+    rows = np.broadcast_to(np.arange(out_size)[:, None], taps.shape)
+    dense[rows[inside], taps[inside] - start] = w[inside]
+
+    def spans(block: int) -> list[tuple[int, int, int, int]]:
+        return [
+            (o0, min(o0 + block, out_size), int(lo[o0 : o0 + block].min()), int(hi[o0 : o0 + block].max()))
+            for o0 in range(0, out_size, block)
+        ]
+
+    block = out_size
+    while block > 1 and max((o1 - o0) * (k1 - k0) for o0, o1, k0, k1 in spans(block)) * width > _GEMM_SIZE:
+        block = (block + 1) // 2 if block > 16 else block - 1
+    blocks = tuple(
+        (
+            o0,
+            o1,
+            k0 - start,
+            k1 - start,
+            np.ascontiguousarray(dense[o0:o1, k0 - start : k1 - start], np.float32),
+        )
+        for o0, o1, k0, k1 in spans(block)
+    )
+    return _AxisPlan(start, stop, blocks)
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(spec: PreprocessSpec, width: int, height: int) -> tuple[_AxisPlan, _AxisPlan, tuple] | None:
+    """Horizontal and vertical plans for one input size (cached: a folder has few distinct sizes), and
+    the horizontal blocks grouped in strips of at most ``_STRIP_COLUMNS`` input columns; ``None`` when
+    the crop window is too large for the scratch buffers."""
+    new_w, new_h = spec.resize_shape(width, height)
+    left, top, right, bottom = spec.crop_box(new_w, new_h)
+    sx, sy = width / new_w, height / new_h
+    down = _axis_plan(height, bottom - top, top * sy, bottom * sy, spec.interpolation, 4 * spec.size)
+    rows = down.stop - down.start
+    across = _axis_plan(width, right - left, left * sx, right * sx, spec.interpolation, 4 * rows)
+    if rows * (across.stop - across.start) > _MAX_WINDOW_PIXELS:
+        return None
+    strips: list[tuple[int, int, list]] = []
+    for block in across.blocks:
+        k0, k1 = block[2], block[3]
+        if strips and k1 - strips[-1][0] <= _STRIP_COLUMNS:
+            strips[-1] = (strips[-1][0], k1, [*strips[-1][2], block])
+        else:
+            strips.append((k0, k1, [block]))
+    return across, down, tuple((s0, s1, tuple(blocks)) for s0, s1, blocks in strips)
+
+
+def _round_to_8_bits(values: np.ndarray) -> None:
+    """In place, as Pillow stores a pass: round half up (ties are common with the box and triangle
+    filters), then clip to 0–255."""
+    values += 0.5
+    np.floor(values, out=values)
+    np.clip(values, 0, 255, out=values)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """A per-thread work buffer, reused from one image to the next: fresh arrays of this size
+    cost page faults, about as much time as the arithmetic on an ImageNet-sized photo."""
+    need = math.prod(shape)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(name)
+    if buffer is None or buffer.size < need:
+        buffer = buffers[name] = np.empty(need, dtype=dtype)
+    return buffer[:need].reshape(shape)
+
+
+def resample_crop(image: Image.Image, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize, centre-crop and normalise an RGB image into float32 ``3 × size × size``, computing
+    only the crop window: Pillow's filter, within one grey level of :func:`resize_and_crop` with
+    ``window=True`` on a few values in 10,000 (see the comment above).
+
+    The tasks' default ``decode="fast"`` mode uses it. ``"nearest"`` and crop windows above a
+    megapixel (non-JPEG images far larger than the model's input) go through Pillow instead.
+    """
+    if image.mode != "RGB":
+        raise ConfigError(f"resample_crop needs an RGB image, got mode {image.mode!r}")
+    width, height = image.size
+    plan = _plan(spec, width, height) if spec.interpolation in _FILTERS else None
+    if plan is None:
+        return preprocess(image, spec, out, window=True)
+    across, down, strips = plan
+    rows, cols, side = down.stop - down.start, across.stop - across.start, spec.size
+    # Pixels travel as RGBX (Pillow's own layout): 16 bytes a pixel in float32, so that a whole
+    # pixel moves as one complex128 when the passes swap axes — NumPy transposes 16-byte items
+    # several times faster than three 4-byte channels.
+    window = image.crop((across.start, down.start, across.stop, down.stop)).tobytes("raw", "RGBX")
+    words = np.frombuffer(window, dtype=np.uint32).reshape(rows, cols)
+    # Pass 1, horizontal: columns first (the window transposed), so each block is weights @ rows; a
+    # strip of columns at a time keeps the float copy of the window small.
+    passed = _scratch("passed", (side, 4 * rows))
+    widest = max(s1 - s0 for s0, s1, _ in strips)
+    turned_words = _scratch("words", (widest, rows), np.uint32)
+    source = _scratch("source", (widest, rows, 4))
+    for s0, s1, blocks in strips:
+        turned_words[: s1 - s0] = words[:, s0:s1].T
+        source[: s1 - s0] = turned_words[: s1 - s0].view(np.uint8).reshape(s1 - s0, rows, 4)
+        flat = source.reshape(widest, 4 * rows)
+        for o0, o1, k0, k1, weights in blocks:
+            np.matmul(weights, flat[k0 - s0 : k1 - s0], out=passed[o0:o1])
+    _round_to_8_bits(passed)
+    # Pass 2, vertical: rows first.
+    turned = _scratch("turned", (rows, 4 * side))
+    turned.view(np.complex128)[...] = passed.view(np.complex128).T
+    resized = _scratch("resized", (side, 4 * side))
+    for o0, o1, k0, k1, weights in down.blocks:
+        np.matmul(weights, turned[k0:k1], out=resized[o0:o1])
+    _round_to_8_bits(resized)
+    if out is None:
+        out = np.empty((3, side, side), dtype=np.float32)
+    np.multiply(resized.reshape(side, side, 4)[:, :, :3].transpose(2, 0, 1), spec._scale, out=out)
+    out += spec._shift
+    return out

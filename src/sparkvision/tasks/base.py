@@ -48,7 +48,8 @@ _REBUILD_LOCK = threading.Lock()
 R = TypeVar("R")
 DecodeMode = Literal["fast", "exact"]
 #: ``"fast"`` (default): large JPEGs decoded at a reduced DCT scale (Pillow's draft), and only the crop
-#: window resampled (a few values one or two levels off the reference's, from rounding).
+#: window resampled, with Pillow's filter as NumPy matrix products (``preprocess.resample_crop``; a few
+#: values one or two levels off the reference's, from rounding).
 #: ``"exact"``: full Pillow decode, then resize and crop exactly as the reference processors
 #: (timm/torchvision, Hugging Face) do, whatever the size — for parity checks.
 DECODE_MODES: tuple[DecodeMode, ...] = ("fast", "exact")
@@ -64,7 +65,7 @@ def draft_short_side(spec: PreprocessSpec) -> int:
 
 def crop_window_resize(decoded: DecodedImage, spec: PreprocessSpec) -> bool:
     """Whether the fast mode resamples only the crop window (see
-    :func:`sparkvision.preprocess.resize_and_crop`): for every image it resizes and crops.
+    :func:`sparkvision.preprocess.resample_crop`): for every image it resizes and crops.
 
     Resampling the crop window alone skips the pixels the centre crop would throw away: about a
     fifth of the decode-and-preprocess time of an ImageNet-sized photo, a third of a large one's.
@@ -200,7 +201,7 @@ class ImageTask:
                 limit = self.max_pixels if max_pixels is None else max_pixels
                 draft = None if exact else draft_short_side(spec)
                 decoded = decode_image(source, max_pixels=limit, min_short_side=draft)
-            pixels = preprocess(decoded.image, spec, window=not exact and crop_window_resize(decoded, spec))
+            pixels = preprocess(decoded.image, spec, fast=not exact and crop_window_resize(decoded, spec))
         except SparkvisionError:
             raise
         except Exception as exc:  # a decoder bug
