@@ -64,8 +64,8 @@ def test_shipped_ranges_are_small_data(variant: int) -> None:
     assert ranges.format_version == 3
     assert 90 <= len(ranges.ranges) <= 200
     assert all(lo <= hi for lo, hi in ranges.ranges.values())
-    # the stem, the first block and the classifier stay in float
-    assert {"_conv_stem", "_blocks.0._depthwise_conv", "_fc"} <= set(ranges.float_nodes)
+    # the stem and the first block stay in float
+    assert {"_conv_stem", "_blocks.0._depthwise_conv", "_blocks.0._project_conv"} <= set(ranges.float_nodes)
     assert len(ranges.float_nodes) <= 8
     # a channel mean for the input of every quantized convolution and the classifier, inside its range
     assert 40 <= len(ranges.channel_means) <= 70
@@ -114,25 +114,33 @@ def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> 
     assert len(np.unique(logits)) > 1000  # 8-bit outputs would take at most 256 values
 
 
+#: Top-1 agreement with fp32 on all 102 photos: the floor asserted (measured: 0.971, 0.912, 0.971 on
+#: a VNNI Xeon, `python -m pytest tests/test_int8.py`); one photo of slack below the measurement for
+#: the near-ties that other CPUs' int8 kernels may round the other way.
+ALL_PHOTOS_FLOOR = {0: 0.96, 1: 0.90, 2: 0.96}
+
+
 @pytest.mark.slow
-def test_int8_agrees_with_fp32_on_every_real_photo(both_on_photos) -> None:
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_int8_agrees_with_fp32_on_every_real_photo(variant: int, lite0: Classifier) -> None:
     """102 photos (17 real ones, mirrored, cropped, halved, turned). Where the fp32 model's top label
-    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %: all 66); on all 102, 98
-    (measured) and never fewer than 96; everywhere its top label is one of fp32's top five, and the
-    top fives overlap by 0.93 (measured). The swaps are near-ties — the grass and gravel textures,
-    where fp32's first two labels differ by 0.01: changing every input pixel of the fp32 model by a
-    random ±1 grey level swaps three times as many labels (docs/performance.md)."""
-    names, fp32, int8 = both_on_photos
+    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %; measured: all of them, 66, 66
+    and 69 photos); on all 102 see ``ALL_PHOTOS_FLOOR``; everywhere int8's top label is one of fp32's
+    top five, and the top fives overlap by 0.94-0.96 (measured). Every swap is a near-tie (fp32's
+    first two labels within 0.035, most within 0.01: textures, microscopy, quarter turns); changing
+    every input pixel of the fp32 model by a random ±1 grey level swaps more labels (docs/performance.md)."""
+    names, fp32, int8 = on_photos(variant)
     margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
     agree = np.array([a.class_ids[0] == b.class_ids[0] for a, b in zip(fp32, int8)])
     clear = margins >= 0.05
     assert clear.sum() >= 60
     assert agree[clear].mean() >= 0.98, [n for n, c, ok in zip(names, clear, agree) if c and not ok]
-    assert agree.mean() >= 0.94, [n for n, ok in zip(names, agree) if not ok]
+    assert agree.mean() >= ALL_PHOTOS_FLOOR[variant], [n for n, ok in zip(names, agree) if not ok]
+    assert margins[~agree].max(initial=0) < 0.05
     outside = [n for n, a, b in zip(names, fp32, int8) if b.class_ids[0] not in a.class_ids]
     assert not outside
     overlap = np.mean([len(set(a.class_ids) & set(b.class_ids)) / 5 for a, b in zip(fp32, int8)])
-    assert overlap >= 0.88
+    assert overlap >= 0.92
 
 
 @pytest.mark.slow
@@ -149,7 +157,7 @@ def test_bias_correction_brings_int8_closer_to_fp32(lite0: Classifier, tmp_path:
     plain = quantize_model_dir(lite0.model_dir, version1, tmp_path, name="p", exclude=ranges.float_nodes)
     assert plain.extra["quantization"]["bias_corrected_layers"] == 0
     corrected = Classifier.pretrained("efficientnet_lite0_int8").spec.extra["quantization"]
-    assert corrected["bias_corrected_layers"] == len(ranges.channel_means) == 46
+    assert corrected["bias_corrected_layers"] == len(ranges.channel_means) == 47
     photos = photo_set()[::2]
     batch = np.stack([lite0.prepare(np.asarray(image)).pixels for _, image in photos])
 
