@@ -104,6 +104,22 @@ def test_the_listed_nodes_stay_float(lite0_int8: Classifier, tmp_path: Path) -> 
     assert float_layers(tmp_path / "model.onnx") == set()
 
 
+def test_a_float_node_between_quantized_ones_is_warned_about(
+    lite0: Classifier, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ONNX Runtime would quantize such a layer again, per tensor, when it loads the model (its
+    WeightBiasQuantization optimization): the builder says so; the shipped float nodes (a run from the
+    input) raise no warning."""
+    ranges = shipped_ranges("efficientnet_lite0")
+    with caplog.at_level("WARNING", logger="sparkvision.models.quantize"):
+        quantize_model_dir(lite0.model_dir, ranges, tmp_path / "a", name="a")
+        assert "WeightBiasQuantization" not in caplog.text
+        quantize_model_dir(
+            lite0.model_dir, ranges, tmp_path / "b", name="b", exclude=["_blocks.5._project_conv"]
+        )
+    assert "float layer '_blocks.5._project_conv'" in caplog.text
+
+
 def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> None:
     """The quantizer would round the logits to 8 bits (a step of 0.05, which merges near-tied labels
     and clips confident ones); they are computed in float."""

@@ -480,6 +480,14 @@ def quantize_model_dir(
     result = quantized(model, quant_format)
     if float_outputs:
         _unquantize_outputs(result)
+    for layer in _requantized_float_layers(result, excluded):
+        log.warning(
+            "%s: ONNX Runtime's WeightBiasQuantization optimization will quantize the float layer %r "
+            "again, per tensor (it sits between quantized tensors); keep float nodes in runs from the "
+            "model's input or to its outputs",
+            name,
+            layer,
+        )
     target_dir.mkdir(parents=True, exist_ok=True)
     onnx.save_model(result, str(target_dir / MODEL_FILE))
     ranges.save(target_dir / RANGES_FILE)
@@ -500,6 +508,35 @@ def quantize_model_dir(
             },
         },
     )
+
+
+def _requantized_float_layers(model: Any, float_nodes: Sequence[str]) -> list[str]:
+    """The float ``Conv`` / ``Gemm`` / ``MatMul`` nodes among ``float_nodes`` that read a dequantized
+    tensor and write only to a quantize node (directly or through a ``Relu`` / ``Clip``, which ONNX
+    Runtime folds into the quantize node): the pattern its ``WeightBiasQuantization`` graph
+    optimization quantizes when the session is created."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+    wanted = set(float_nodes)
+    found = []
+    for node in model.graph.node:
+        if node.name not in wanted or node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        source = producers.get(node.input[0])
+        readers = consumers.get(node.output[0], [])
+        if len(readers) == 1 and readers[0].op_type in ("Relu", "Clip"):  # fused into the quantize first
+            readers = consumers.get(readers[0].output[0], [])
+        if (
+            source is not None
+            and source.op_type == "DequantizeLinear"
+            and readers
+            and all(r.op_type == "QuantizeLinear" for r in readers)
+        ):
+            found.append(node.name)
+    return found
 
 
 def _unquantize_outputs(model: Any) -> int:
