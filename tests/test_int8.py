@@ -130,10 +130,11 @@ def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> 
     assert len(np.unique(logits)) > 1000  # 8-bit outputs would take at most 256 values
 
 
-#: Top-1 agreement with fp32 on all 102 photos: the floor asserted (measured: 0.980, 0.912, 0.971 on
-#: a VNNI Xeon, `python benchmarks/int8_agreement.py`); one or two photos of slack below the measurement for
-#: the near-ties that other CPUs' int8 kernels may round the other way.
-ALL_PHOTOS_FLOOR = {0: 0.96, 1: 0.90, 2: 0.96}
+#: Top-1 agreement with fp32 on all 102 photos: the floor asserted. Measured on a VNNI Xeon
+#: (`python benchmarks/int8_agreement.py`): 0.971, 0.912, 0.941 — and 0.980, 0.912, 0.971 with the fast
+#: decode's previous resampler: a change of a grey level in the preprocessing flips near-ties, so the
+#: floors leave one to three photos of slack (other CPUs' int8 kernels round differently too).
+ALL_PHOTOS_FLOOR = {0: 0.96, 1: 0.90, 2: 0.93}
 
 
 @pytest.mark.slow
@@ -142,8 +143,8 @@ def test_int8_agrees_with_fp32_on_every_real_photo(variant: int, lite0: Classifi
     """102 photos (17 real ones, mirrored, cropped, halved, turned). Where the fp32 model's top label
     leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %; measured: all of them, 66, 66
     and 69 photos); on all 102 see ``ALL_PHOTOS_FLOOR``; everywhere int8's top label is one of fp32's
-    top five, and the top fives overlap by 0.94-0.96 (measured). Every swap is a near-tie (fp32's
-    first two labels within 0.035, most within 0.01: textures, microscopy, quarter turns); changing
+    top five, and the top fives overlap by 0.95-0.96 (measured). Every swap is a near-tie (fp32's
+    first two labels within 0.04, most within 0.01: textures, microscopy, quarter turns); changing
     every input pixel of the fp32 model by a random ±1 grey level swaps more labels (docs/performance.md)."""
     names, fp32, int8 = on_photos(variant)
     margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
