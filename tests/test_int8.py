@@ -26,13 +26,24 @@ def lite0_int8(lite0: Classifier) -> Classifier:
     return Classifier.pretrained("efficientnet_lite0_int8")
 
 
+_ON_PHOTOS: dict[int, tuple] = {}
+
+
+def on_photos(variant: int) -> tuple:
+    """``(photo names, fp32 top 5s, int8 top 5s)`` of efficientnet_lite<variant> on the 102 photos
+    (computed once per test session)."""
+    if variant not in _ON_PHOTOS:
+        photos = photo_set()
+        images = [np.asarray(image) for _, image in photos]
+        fp32 = list(Classifier.pretrained(f"efficientnet_lite{variant}").classify(images, top_k=5))
+        int8 = list(Classifier.pretrained(f"efficientnet_lite{variant}_int8").classify(images, top_k=5))
+        _ON_PHOTOS[variant] = ([name for name, _ in photos], fp32, int8)
+    return _ON_PHOTOS[variant]
+
+
 @pytest.fixture(scope="session")
 def both_on_photos(lite0: Classifier, lite0_int8: Classifier):
-    photos = photo_set()
-    images = [np.asarray(image) for _, image in photos]
-    fp32 = list(lite0.classify(images, top_k=5))
-    int8 = list(lite0_int8.classify(images, top_k=5))
-    return [name for name, _ in photos], fp32, int8
+    return on_photos(0)
 
 
 def test_int8_model_is_built_offline_from_shipped_ranges(lite0: Classifier, lite0_int8: Classifier) -> None:
@@ -50,10 +61,14 @@ def test_int8_model_is_built_offline_from_shipped_ranges(lite0: Classifier, lite
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_shipped_ranges_are_small_data(variant: int) -> None:
     ranges = shipped_ranges(f"efficientnet_lite{variant}")
+    assert ranges.format_version == 3
     assert 90 <= len(ranges.ranges) <= 200
     assert all(lo <= hi for lo, hi in ranges.ranges.values())
-    # a channel mean for the input of every convolution and the classifier, inside its range
-    assert 50 <= len(ranges.channel_means) <= 70
+    # the stem and the first block stay in float
+    assert {"_conv_stem", "_blocks.0._depthwise_conv", "_blocks.0._project_conv"} <= set(ranges.float_nodes)
+    assert len(ranges.float_nodes) <= 8
+    # a channel mean for the input of every quantized convolution and the classifier, inside its range
+    assert 40 <= len(ranges.channel_means) <= 70
     for name, means in ranges.channel_means.items():
         lo, hi = ranges.ranges[name]
         assert means.dtype == np.float32 and 3 <= means.size <= 2000
@@ -62,6 +77,47 @@ def test_shipped_ranges_are_small_data(variant: int) -> None:
     assert len(text) < 100_000  # under 1 % of the fp32 model
     again = ActivationRanges.from_dict(json.loads(text))
     assert all(np.array_equal(again.channel_means[k], v) for k, v in ranges.channel_means.items())
+
+
+def test_the_listed_nodes_stay_float(lite0_int8: Classifier, tmp_path: Path) -> None:
+    """The shipped ranges name the nodes kept in float: their weights stay float initializers, every
+    other layer's weights are int8. A format-2 file (no such list, older releases) still builds, all
+    in int8."""
+    import onnx
+
+    def float_layers(model_file: Path) -> set[str]:
+        graph = onnx.load(str(model_file)).graph
+        floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+        layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "QLinearConv")]
+        assert len(layers) == 50
+        return {n.name for n in layers if n.input[1] in floats}
+
+    spec = lite0_int8.spec.extra["quantization"]
+    expected = set(shipped_ranges("efficientnet_lite0").float_nodes) - {"pool"}
+    assert set(spec["float_nodes"]) >= expected
+    assert float_layers(lite0_int8.model_dir / "model.onnx") == expected
+    version2 = shipped_ranges("efficientnet_lite0").to_dict() | {"format_version": 2}
+    del version2["float_nodes"]
+    fp32_dir = resolve_model("efficientnet_lite0")[0]
+    built = quantize_model_dir(fp32_dir, ActivationRanges.from_dict(version2), tmp_path, name="v2")
+    assert built.extra["quantization"]["float_nodes"] == []
+    assert float_layers(tmp_path / "model.onnx") == set()
+
+
+def test_a_float_node_between_quantized_ones_is_warned_about(
+    lite0: Classifier, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ONNX Runtime would quantize such a layer again, per tensor, when it loads the model (its
+    WeightBiasQuantization optimization): the builder says so; the shipped float nodes (a run from the
+    input) raise no warning."""
+    ranges = shipped_ranges("efficientnet_lite0")
+    with caplog.at_level("WARNING", logger="sparkvision.models.quantize"):
+        quantize_model_dir(lite0.model_dir, ranges, tmp_path / "a", name="a")
+        assert "WeightBiasQuantization" not in caplog.text
+        quantize_model_dir(
+            lite0.model_dir, ranges, tmp_path / "b", name="b", exclude=["_blocks.5._project_conv"]
+        )
+    assert "float layer '_blocks.5._project_conv'" in caplog.text
 
 
 def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> None:
@@ -74,25 +130,34 @@ def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> 
     assert len(np.unique(logits)) > 1000  # 8-bit outputs would take at most 256 values
 
 
+#: Top-1 agreement with fp32 on all 102 photos: the floor asserted. Measured on a VNNI Xeon
+#: (`python benchmarks/int8_agreement.py`): 0.971, 0.912, 0.941 — and 0.980, 0.912, 0.971 with the fast
+#: decode's previous resampler: a change of a grey level in the preprocessing flips near-ties, so the
+#: floors leave one to three photos of slack (other CPUs' int8 kernels round differently too).
+ALL_PHOTOS_FLOOR = {0: 0.96, 1: 0.90, 2: 0.93}
+
+
 @pytest.mark.slow
-def test_int8_agrees_with_fp32_on_every_real_photo(both_on_photos) -> None:
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_int8_agrees_with_fp32_on_every_real_photo(variant: int, lite0: Classifier) -> None:
     """102 photos (17 real ones, mirrored, cropped, halved, turned). Where the fp32 model's top label
-    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %: all 66); on all 102, 98
-    (measured) and never fewer than 96; everywhere its top label is one of fp32's top five, and the
-    top fives overlap by 0.93 (measured). The swaps are near-ties — the grass and gravel textures,
-    where fp32's first two labels differ by 0.01: changing every input pixel of the fp32 model by a
-    random ±1 grey level swaps three times as many labels (docs/performance.md)."""
-    names, fp32, int8 = both_on_photos
+    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %; measured: all of them, 66, 66
+    and 69 photos); on all 102 see ``ALL_PHOTOS_FLOOR``; everywhere int8's top label is one of fp32's
+    top five, and the top fives overlap by 0.95-0.96 (measured). Every swap is a near-tie (fp32's
+    first two labels within 0.04, most within 0.01: textures, microscopy, quarter turns); changing
+    every input pixel of the fp32 model by a random ±1 grey level swaps more labels (docs/performance.md)."""
+    names, fp32, int8 = on_photos(variant)
     margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
     agree = np.array([a.class_ids[0] == b.class_ids[0] for a, b in zip(fp32, int8)])
     clear = margins >= 0.05
     assert clear.sum() >= 60
     assert agree[clear].mean() >= 0.98, [n for n, c, ok in zip(names, clear, agree) if c and not ok]
-    assert agree.mean() >= 0.94, [n for n, ok in zip(names, agree) if not ok]
+    assert agree.mean() >= ALL_PHOTOS_FLOOR[variant], [n for n, ok in zip(names, agree) if not ok]
+    assert margins[~agree].max(initial=0) < 0.05
     outside = [n for n, a, b in zip(names, fp32, int8) if b.class_ids[0] not in a.class_ids]
     assert not outside
     overlap = np.mean([len(set(a.class_ids) & set(b.class_ids)) / 5 for a, b in zip(fp32, int8)])
-    assert overlap >= 0.88
+    assert overlap >= 0.92
 
 
 @pytest.mark.slow
@@ -102,11 +167,14 @@ def test_bias_correction_brings_int8_closer_to_fp32(lite0: Classifier, tmp_path:
     from sparkvision.engine import get_engine
 
     ranges = shipped_ranges("efficientnet_lite0")
-    version1 = {k: v for k, v in ranges.to_dict().items() if k != "channel_means"} | {"format_version": 1}
-    plain = quantize_model_dir(lite0.model_dir, ActivationRanges.from_dict(version1), tmp_path, name="p")
+    old = {k: v for k, v in ranges.to_dict().items() if k not in ("channel_means", "float_nodes")}
+    version1 = ActivationRanges.from_dict(old | {"format_version": 1})
+    assert version1.float_nodes == () and not version1.channel_means
+    # the same nodes in float, so that only the bias correction differs
+    plain = quantize_model_dir(lite0.model_dir, version1, tmp_path, name="p", exclude=ranges.float_nodes)
     assert plain.extra["quantization"]["bias_corrected_layers"] == 0
     corrected = Classifier.pretrained("efficientnet_lite0_int8").spec.extra["quantization"]
-    assert corrected["bias_corrected_layers"] == len(ranges.channel_means) == 50
+    assert corrected["bias_corrected_layers"] == len(ranges.channel_means) == 47
     photos = photo_set()[::2]
     batch = np.stack([lite0.prepare(np.asarray(image)).pixels for _, image in photos])
 
