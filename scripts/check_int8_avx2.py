@@ -8,8 +8,10 @@ script runs the same model files under ``qemu-x86_64 -cpu Haswell-noTSX`` (AVX2,
 no VNNI; QEMU ≥ 7.2 emulates AVX2), where ONNX Runtime's CPU detection takes the AVX2 path, and
 natively, and compares:
 
-* each int8 scheme with the fp32 model, per run (native, emulated): top-1 agreement, mean top-5
-  overlap, mean cosine of the logits, on every real photo the tests have (``tests/real_photos.py``);
+* each int8 scheme with the fp32 model, per run (native, emulated): top-1 agreement (on all photos,
+  and on the "clear" ones, where fp32's top label leads by 0.05 or more), mean top-5 overlap, how
+  often int8's top label is in fp32's top 5, mean cosine of the logits, on every real photo the
+  tests have (``tests/real_photos.py``);
 * each model with itself across the two runs (bit-identical? largest logit difference).
 
 The photos are decoded and preprocessed once, natively; only ONNX Runtime runs under emulation
@@ -19,7 +21,11 @@ real CPU); only the outputs are compared.
 Needs ``qemu-user`` (Debian: ``apt-get install qemu-user``)::
 
     nice -n 10 python scripts/check_int8_avx2.py --model efficientnet_lite0
-    python scripts/check_int8_avx2.py --model efficientnet_lite0 --schemes qdq,qdq_7bit --limit 12
+    python scripts/check_int8_avx2.py --schemes qdq,qdq_7bitdense,qdq_7bit,qdq_u8u8,qoperator --fp32-photos 1
+
+Schemes: ``qdq`` / ``qoperator`` (format), then options: ``7bit`` (7-bit weights everywhere),
+``7bitdense`` (7-bit except depthwise convolutions: the rule's choice without VNNI), ``u8u8`` (uint8
+weights).
 """
 
 from __future__ import annotations
@@ -158,6 +164,9 @@ def main() -> None:
     )
     parser.add_argument("--work", type=Path, default=None, help="keep the built models here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--model-dirs", type=Path, nargs="*", default=[], help="also these int8 model directories of --model"
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -173,7 +182,8 @@ def main() -> None:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="sparkvision-avx2-"))
     work.mkdir(parents=True, exist_ok=True)
-    files = build_schemes(args.model, work, args.schemes.split(","))
+    files = build_schemes(args.model, work, [s for s in args.schemes.split(",") if s])
+    files |= {directory.name: directory / "model.onnx" for directory in args.model_dirs}
     names, batch = photos_batch(args.model, args.limit)
     inputs = work / f"{args.model}_inputs.npy"
     np.save(inputs, batch)
@@ -226,7 +236,8 @@ def main() -> None:
     reference = native["fp32"]
     print(f"\n{args.model}, {len(names)} photos; each int8 scheme vs fp32:")
     print(
-        f"{'scheme':14s} {'run':16s} {'top-1 agr.':>10s} {'top-5 ovl.':>10s} {'top1∈top5':>10s} {'cosine':>8s}"
+        f"{'scheme':17s} {'run':16s} {'top-1 agr.':>10s} {'clear':>7s} {'top-5 ovl.':>10s} {'top1∈top5':>10s} "
+        f"{'cosine':>8s}"
     )
     for scheme in files:
         if scheme == "fp32":
