@@ -18,7 +18,7 @@ the catalogue models:
 --calibration DIR --name NAME``.
 
 The scheme: uint8 activations (asymmetric, per tensor), int8 weights per output channel (symmetric),
-QDQ format, full 8-bit weights. Why:
+QDQ format, 8-bit weights (7-bit in dense layers on CPUs without VNNI). Why:
 
 * u8 activations / s8 weights is what ONNX Runtime's documentation recommends for x86-64 CPUs, with
   and without VNNI; its int8 kernels use VNNI (``VPDPBUSD``) where the CPU has it and
@@ -80,7 +80,9 @@ __all__ = [
     "ActivationRanges",
     "QuantFormat",
     "ReduceRange",
+    "built_for_this_cpu",
     "collect_ranges",
+    "cpu_flags",
     "int8_variant",
     "is_int8",
     "quantize",
