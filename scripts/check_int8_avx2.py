@@ -112,7 +112,7 @@ def build_schemes(model: str, root: Path, schemes: list[str]) -> dict[str, Path]
     return files
 
 
-def photos_batch(model: str, limit: int | None) -> tuple[list[str], np.ndarray]:
+def photos_batch(model: str, limit: int | None, stride: int = 1) -> tuple[list[str], np.ndarray]:
     """Every real test photo (102), preprocessed for ``model`` exactly as the classifier does."""
     sys.path.insert(0, str(ROOT / "tests"))
     from real_photos import photo_set
@@ -121,7 +121,7 @@ def photos_batch(model: str, limit: int | None) -> tuple[list[str], np.ndarray]:
     from sparkvision.preprocess import preprocess_batch
 
     spec = load_model_dir(resolve_model(model)[0])
-    photos = photo_set()[:limit]
+    photos = photo_set()[::stride][:limit]
     return [name for name, _ in photos], preprocess_batch([image for _, image in photos], spec.preprocess)
 
 
@@ -156,6 +156,7 @@ def main() -> None:
     )
     parser.add_argument("--cpu", default=DEFAULT_QEMU_CPU, help="QEMU CPU model (AVX2, no VNNI)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
+    parser.add_argument("--stride", type=int, default=1, help="only every N-th photo")
     parser.add_argument(
         "--fp32-photos",
         type=int,
@@ -184,7 +185,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     files = build_schemes(args.model, work, [s for s in args.schemes.split(",") if s])
     files |= {directory.name: directory / "model.onnx" for directory in args.model_dirs}
-    names, batch = photos_batch(args.model, args.limit)
+    names, batch = photos_batch(args.model, args.limit, args.stride)
     inputs = work / f"{args.model}_inputs.npy"
     np.save(inputs, batch)
 
