@@ -247,14 +247,13 @@ def reduce_range_for_cpu(flags: Iterable[str] | None = None) -> bool | Literal["
     * anything else (AVX2-only x86, AVX-512 without VNNI, flags unknown): ``"dense"``, 7-bit
       weights in every convolution and fully connected layer except the depthwise ones. There
       ONNX Runtime's u8 × s8 GEMM uses ``VPMADDUBSW``, which adds pairs of products in a saturating
-      16-bit lane: 255 × 127 × 2 overflows it, 255 × 64 × 2 does not. With full 8-bit weights
-      the top-1 agreement with fp32 on the 102 test photos fell on the AVX2 path (emulated:
-      ``scripts/check_int8_avx2.py``) from 0.96 to 0.65 (Lite0), 0.89 to 0.66 (Lite1), 0.93 to
-      0.87 (Lite2); with 7-bit dense weights it is 0.84, 0.84, 0.89 on both paths, and the outputs
-      are bit-identical on both. Depthwise convolutions keep 8 bits: their kernel does not
-      saturate (bit-identical results on both paths), and 7 bits there cost agreement (Lite0: 0.81
-      with every layer 7-bit). The kernels and so the speed are the same as with 8-bit weights;
-      u8 weights (no saturation either; Lite0 0.90) ran ≈ 5× slower than fp32 on the VNNI machine.
+      16-bit lane: 255 × 127 × 2 overflows it, 255 × 64 × 2 does not. With 8-bit weights Lite0's
+      top-1 agreement with fp32 on the 102 test photos is 0.96 with VNNI but 0.85 on the AVX2 path
+      (emulated: ``scripts/check_int8_avx2.py``); with 7-bit dense weights 0.92 on both paths, with
+      bit-identical outputs. Depthwise convolutions keep 8 bits: their kernel does not saturate
+      (bit-identical results on both paths), and 7 bits there cost agreement. The kernels and so
+      the speed are the same as with 8-bit weights; u8 weights (no saturation either) ran ≈ 5×
+      slower than fp32 on the VNNI machine.
 
     Unknown CPUs get the safe range: it loses some agreement, never the saturation's.
     """
