@@ -189,11 +189,15 @@ def _build_int8(entry: CatalogueEntry, directory: Path) -> ModelSpec:
 
 def _int8_is_current(entry: CatalogueEntry, directory: Path) -> bool:
     """A cached int8 model is current when it was quantized with the ranges this package ships (an
-    upgrade that ships better ranges rebuilds it on first use)."""
-    from .quantize import RANGES_FILE, ActivationRanges, shipped_ranges
+    upgrade that ships better ranges rebuilds it on first use) and with the weight range this CPU
+    needs (a cache shared with, or copied from, another kind of CPU is rebuilt)."""
+    from .quantize import RANGES_FILE, ActivationRanges, built_for_this_cpu, shipped_ranges
 
     try:
         built = ActivationRanges.load(directory / RANGES_FILE)
+        if not built_for_this_cpu(load_model_dir(directory)):
+            log.warning("cached model %s was built for another kind of CPU", entry.name)
+            return False
     except ModelFormatError:
         return False
     return built.to_dict() == shipped_ranges(str(entry.builder_args["fp32"])).to_dict()

@@ -18,18 +18,18 @@ the catalogue models:
 --calibration DIR --name NAME``.
 
 The scheme: uint8 activations (asymmetric, per tensor), int8 weights per output channel (symmetric),
-QDQ format, full 8-bit weights. Why:
+QDQ format, 8-bit weights (7-bit in dense layers on CPUs without VNNI). Why:
 
 * u8 activations / s8 weights is what ONNX Runtime's documentation recommends for x86-64 CPUs, with
   and without VNNI; its int8 kernels use VNNI (``VPDPBUSD``) where the CPU has it and
   ``VPMADDUBSW`` on AVX2-only CPUs.
 * per-channel weights: EfficientNet-Lite's depthwise convolutions (batch norm folded in) have very
   different ranges per channel; one scale per tensor loses accuracy.
-* no ``reduce_range``: ONNX Runtime documents 7-bit weights as a remedy for ``VPMADDUBSW``
-  saturation on CPUs without VNNI, if an accuracy drop shows there. Here 7-bit weights cost
-  agreement with the fp32 model (top-1 agreement on the benchmark photos 0.85 instead of 0.92;
-  ``benchmarks/int8_formats.py``), so the full range is the default; ``reduce_range=True`` is the
-  remedy to try if a model loses accuracy on an AVX2-only machine (not measured: none here).
+* the weight range depends on the CPU (:func:`reduce_range_for_cpu`): 8 bits where it has VNNI or
+  AMX; elsewhere (AVX2-only, AVX-512 without VNNI, unknown) 7 bits in every layer but the depthwise
+  ones, because ONNX Runtime's AVX2 kernel (``VPMADDUBSW``) saturates with 8-bit weights. The
+  catalogue's int8 models are built on the user's machine, so each gets its own; a cached one built
+  for the other kind of CPU is built again.
 * bias correction (Nagel et al., "Data-Free Quantization", 2019, section 4.2): rounding the weights
   to 8 bits shifts each output channel's mean by ``ΔW · E[x]`` (``ΔW``: the rounding error of its
   weights, ``E[x]``: the mean of its input channels on the calibration images). The shift is
@@ -79,11 +79,15 @@ __all__ = [
     "INT8_SUFFIX",
     "ActivationRanges",
     "QuantFormat",
+    "ReduceRange",
+    "built_for_this_cpu",
     "collect_ranges",
+    "cpu_flags",
     "int8_variant",
     "is_int8",
     "quantize",
     "quantize_model_dir",
+    "reduce_range_for_cpu",
     "shipped_ranges",
 ]
 
@@ -98,6 +102,10 @@ _READABLE_VERSIONS = (1, 2, 3)
 RANGES_FILE = "int8_ranges.json"
 
 QuantFormat = Literal["qdq", "qoperator"]
+WeightType = Literal["int8", "uint8"]
+#: Weight range: ``False`` 8 bits, ``True`` 7 bits, ``"dense"`` 7 bits except depthwise convolutions
+#: (see :func:`reduce_range_for_cpu`); ``"auto"``: what :func:`reduce_range_for_cpu` picks here.
+ReduceRange = bool | Literal["dense", "auto"]
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,65 @@ def is_int8(spec: ModelSpec) -> bool:
 def int8_variant(name: str) -> str:
     """The catalogue name of a model's int8 variant (``x`` → ``x_int8``; an int8 name stays)."""
     return name if name.endswith(INT8_SUFFIX) else name + INT8_SUFFIX
+
+
+# -- the weight range for this CPU -------------------------------------------------------------------
+#: x86 flags (Linux ``/proc/cpuinfo``) of instructions with which ONNX Runtime's u8 × s8 kernels
+#: accumulate in 32 bits: AVX-512 VNNI and AVX-VNNI (``VPDPBUSD``), AMX (``TDPBUSD``).
+EXACT_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """This CPU's feature flags from ``/proc/cpuinfo`` (x86 Linux); ``None`` where there are none to
+    read (another OS, another architecture)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def reduce_range_for_cpu(flags: Iterable[str] | None = None) -> bool | Literal["dense"]:
+    """The weight range for an int8 model built for a CPU with these flags (default: this CPU's).
+
+    * VNNI or AMX (``avx512_vnni``, ``avx_vnni``, ``amx_int8``): ``False``, full 8-bit weights.
+      ONNX Runtime multiplies u8 activations by s8 weights and accumulates in 32 bits: exact.
+    * anything else (AVX2-only x86, AVX-512 without VNNI, flags unknown): ``"dense"``, 7-bit
+      weights in every convolution and fully connected layer except the depthwise ones. There
+      ONNX Runtime's u8 × s8 GEMM uses ``VPMADDUBSW``, which adds pairs of products in a saturating
+      16-bit lane: 255 × 127 × 2 overflows it, 255 × 64 × 2 does not. With 8-bit weights Lite0's
+      top-1 agreement with fp32 on the 102 test photos is 0.96 with VNNI but 0.85 on the AVX2 path
+      (emulated: ``scripts/check_int8_avx2.py``); with 7-bit dense weights 0.92 on both paths, with
+      bit-identical outputs. Depthwise convolutions keep 8 bits: their kernel does not saturate
+      (bit-identical results on both paths), and 7 bits there cost agreement. The kernels and so
+      the speed are the same as with 8-bit weights; u8 weights (no saturation either) ran ≈ 5×
+      slower than fp32 on the VNNI machine.
+
+    Unknown CPUs get the safe range: it loses some agreement, never the saturation's.
+    """
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    if flags is not None and flags & EXACT_INT8_FLAGS:
+        return False
+    return "dense"
+
+
+def _resolve_reduce_range(reduce_range: ReduceRange) -> bool | Literal["dense"]:
+    if reduce_range == "auto":
+        return reduce_range_for_cpu()
+    if reduce_range not in (True, False, "dense"):
+        raise ConfigError(f"reduce_range must be True, False, 'dense' or 'auto', got {reduce_range!r}")
+    return reduce_range
+
+
+def built_for_this_cpu(spec: ModelSpec) -> bool:
+    """Whether an int8 model was built with the weight range :func:`reduce_range_for_cpu` picks here
+    (a model built before the range was recorded had 8-bit weights)."""
+    built = dict(spec.extra.get("quantization") or {}).get("reduce_range", False)
+    return built == reduce_range_for_cpu()
 
 
 # -- step 1: calibration ----------------------------------------------------------------------------
@@ -388,7 +455,8 @@ def quantize_model_dir(
     *,
     name: str,
     quant_format: QuantFormat = "qdq",
-    reduce_range: bool = False,
+    reduce_range: ReduceRange = "auto",
+    weight_type: WeightType = "int8",
     exclude: Sequence[str] = (),
     bias_correction: bool = True,
     float_outputs: bool = True,
@@ -402,6 +470,10 @@ def quantize_model_dir(
     ``float_outputs``: the model's outputs stay float — ONNX Runtime's quantizer rounds them to 8
     bits too, which on EfficientNet-Lite's logits is a step of 0.05 (enough to swap near-tied
     labels) and clips every logit above the calibration images' highest.
+
+    ``reduce_range``: ``"auto"`` (default) picks the weight range for this CPU
+    (:func:`reduce_range_for_cpu`: 8 bits with VNNI/AMX, else 7 bits except in depthwise layers); the
+    choice is recorded in the spec (``extra["quantization"]["reduce_range"]``).
 
     ``bias_correction`` (when the ranges carry channel means): quantize once, measure each layer's
     weight rounding error, correct the fp32 biases for it (see the module docstring), quantize
@@ -423,6 +495,14 @@ def quantize_model_dir(
 
     if quant_format not in ("qdq", "qoperator"):
         raise ConfigError(f"quant_format must be 'qdq' or 'qoperator', got {quant_format!r}")
+    reduce_range = _resolve_reduce_range(reduce_range)
+    log.info(
+        "int8 weights: %s%s",
+        _RANGE_NOTE[reduce_range].removeprefix(", ") or "8-bit",
+        " (this CPU has no VNNI/AMX: ONNX Runtime's AVX2 int8 kernels saturate with 8-bit weights)"
+        if reduce_range == "dense"
+        else "",
+    )
     source_dir, target_dir = Path(source_dir), Path(target_dir)
     spec = load_model_dir(source_dir)
     if is_int8(spec):
@@ -455,8 +535,14 @@ def quantize_model_dir(
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # quantize_static's default: all
 
     def quantized(fp32: Any, quant_format: QuantFormat) -> Any:
-        args = (fp32, True, reduce_range)
-        types = (QuantType.QInt8, QuantType.QUInt8, tensors, [], excluded, op_types, {})
+        extra: dict[str, Any] = {}
+        if reduce_range == "dense":
+            extra["TensorQuantOverrides"] = {
+                w: [{"reduce_range": True, "axis": axis}] for w, axis in _dense_weights(fp32).items()
+            }
+        args = (fp32, True, reduce_range is True)
+        weights = QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8
+        types = (weights, QuantType.QUInt8, tensors, [], excluded, op_types, extra)
         if quant_format == "qdq":
             quantizer: Any = QDQQuantizer(*args, *types)
         else:
@@ -500,7 +586,8 @@ def quantize_model_dir(
             "quantization": {
                 "format": quant_format.upper() if quant_format == "qdq" else "QOperator",
                 "activations": "uint8, per tensor",
-                "weights": "int8, per channel" + (", 7-bit range" if reduce_range else ""),
+                "weights": f"{weight_type}, per channel" + _RANGE_NOTE[reduce_range],
+                "reduce_range": reduce_range,
                 "calibration": ranges.calibration,
                 "calibration_images": ranges.images,
                 "bias_corrected_layers": corrected,
@@ -537,6 +624,31 @@ def _requantized_float_layers(model: Any, float_nodes: Sequence[str]) -> list[st
         ):
             found.append(node.name)
     return found
+
+
+_RANGE_NOTE = {False: "", True: ", 7-bit range", "dense": ", 7-bit range except depthwise convolutions"}
+
+
+def _dense_weights(model: Any) -> dict[str, int]:
+    """The weights of every ``Conv`` that is not depthwise, and of every ``Gemm`` / ``MatMul``: name →
+    the axis of their output channels (the per-channel axis)."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    weights = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        weight = initializers.get(node.input[1])
+        if weight is None:
+            continue
+        if node.op_type == "Conv":
+            if _attribute(node, "group", 1) > 1 and weight.dims[1] == 1:
+                continue  # depthwise
+            weights[weight.name] = 0
+        elif node.op_type == "Gemm":
+            weights[weight.name] = 0 if _attribute(node, "transB", 0) else 1
+        else:
+            weights[weight.name] = len(weight.dims) - 1
+    return weights
 
 
 def _unquantize_outputs(model: Any) -> int:

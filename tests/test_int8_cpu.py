@@ -1,0 +1,138 @@
+"""int8 weights per CPU: 8 bits where ONNX Runtime's int8 kernels accumulate exactly (VNNI, AMX), 7 bits
+in the dense layers elsewhere, where its AVX2 kernel (VPMADDUBSW) saturates; and the evidence for the
+rule, on ONNX Runtime's AVX2 code path under QEMU emulation when qemu-user is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparkvision import Classifier
+from sparkvision.models import quantize as quantize_module
+from sparkvision.models.catalogue import resolve_model
+from sparkvision.models.quantize import cpu_flags, quantize_model_dir, reduce_range_for_cpu, shipped_ranges
+
+HASWELL = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (HASWELL, "dense"),  # AVX2 only: VPMADDUBSW saturates
+        (HASWELL | {"avx512f", "avx512bw", "avx512vl"}, "dense"),  # Skylake-X: AVX-512 without VNNI
+        (HASWELL | {"avx512f", "avx512bw", "avx512_vnni"}, False),  # Cascade Lake and later Xeons
+        (HASWELL | {"avx_vnni"}, False),  # Alder Lake: AVX-VNNI without AVX-512
+        (HASWELL | {"amx_tile", "amx_int8"}, False),
+        (set(), "dense"),  # nothing known: the safe range
+    ],
+)
+def test_weight_range_rule(flags: set[str], expected: object) -> None:
+    assert reduce_range_for_cpu(flags) == expected
+
+
+def test_this_cpu_flags_are_read() -> None:
+    flags = cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags here")
+    assert "sse2" in flags  # every x86-64 CPU
+    assert reduce_range_for_cpu() == reduce_range_for_cpu(flags)
+
+
+def test_dense_range_keeps_8_bit_depthwise_weights(lite0: Classifier, tmp_path: Path) -> None:
+    """``"dense"``: 7-bit weights (|w| <= 64) in the 1×1 convolutions and the classifier, 8-bit ones
+    (up to 127) in the depthwise convolutions; the choice is in the spec. (The stem and block 0 stay
+    in float: ``float_nodes`` in the shipped ranges.)"""
+    import onnx
+    from onnx import numpy_helper
+
+    spec = quantize_model_dir(
+        lite0.model_dir, shipped_ranges("efficientnet_lite0"), tmp_path, name="x", reduce_range="dense"
+    )
+    assert spec.extra["quantization"]["reduce_range"] == "dense"
+    assert "7-bit range except depthwise" in spec.extra["quantization"]["weights"]
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    peaks = {
+        i.name: int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
+        for i in model.graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and i.name.endswith("weight_quantized")
+    }
+    depthwise = {k: v for k, v in peaks.items() if "depthwise" in k}
+    dense = {k: v for k, v in peaks.items() if "depthwise" not in k}
+    assert len(depthwise) == 15 and len(dense) == 32  # blocks 1-15: expand + project; head; classifier
+    assert max(dense.values()) == 64
+    assert min(depthwise.values()) == 127
+
+
+def test_a_cached_int8_model_built_for_another_cpu_is_built_again(
+    lite0: Classifier, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The weight range is part of the cached model's identity: the same cache on an AVX2-only machine
+    gets 7-bit dense weights, and back on a VNNI machine 8-bit ones."""
+    here = reduce_range_for_cpu()
+    other, other_flags = ("dense", HASWELL) if here is False else (False, HASWELL | {"avx512_vnni"})
+    directory, spec = resolve_model("efficientnet_lite0_int8")
+    assert spec.extra["quantization"]["reduce_range"] == here
+    built_at = (directory / "model.onnx").stat().st_mtime_ns
+    try:
+        monkeypatch.setattr(quantize_module, "cpu_flags", lambda: frozenset(other_flags))
+        with caplog.at_level("WARNING", logger="sparkvision.models.catalogue"):
+            again, spec = resolve_model("efficientnet_lite0_int8")
+        assert again == directory and spec.extra["quantization"]["reduce_range"] == other
+        assert "built for another kind of CPU" in caplog.text
+        assert (directory / "model.onnx").stat().st_mtime_ns != built_at
+    finally:
+        monkeypatch.undo()
+        _, spec = resolve_model("efficientnet_lite0_int8")
+    assert spec.extra["quantization"]["reduce_range"] == here
+
+
+# -- the evidence: ONNX Runtime's int8 GEMM on its AVX2 code path, under QEMU --------------------------
+QEMU = shutil.which("qemu-x86_64")
+
+_GEMM = """
+import sys, numpy as np, onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+rng = np.random.default_rng(0)
+a = rng.integers(128, 256, (16, 256)).astype(np.uint8)  # large activations, as after ReLU6
+for peak in (127, 64):  # 8-bit, 7-bit weights
+    b = rng.choice([-peak, peak], (256, 32)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "g",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [16, 256])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [16, 32])],
+        [numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"A": a})[0]
+    print(peak, int(np.abs(y - a.astype(np.int64) @ b.astype(np.int64)).max()))
+"""
+
+
+def _gemm_errors(prefix: list[str]) -> dict[int, int]:
+    """Largest error of ONNX Runtime's u8 × s8 ``MatMulInteger`` against exact integer arithmetic, for
+    8-bit and 7-bit weights, in a Python started with ``prefix`` (e.g. under QEMU)."""
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", _GEMM], capture_output=True, text=True, timeout=300, check=True
+    )
+    return {int(p): int(e) for p, e in (line.split() for line in done.stdout.splitlines())}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(QEMU is None, reason="qemu-user is not installed (apt-get install qemu-user)")
+def test_avx2_int8_gemm_saturates_with_8_bit_weights_not_7() -> None:
+    """Under ``qemu-x86_64 -cpu Haswell-noTSX`` (AVX2, no AVX-512, no VNNI) ONNX Runtime takes its AVX2
+    kernel: 8-bit weights against large activations come out wrong (saturated), 7-bit ones exact —
+    the reason for :func:`reduce_range_for_cpu`. If an ONNX Runtime release stops saturating, the
+    first assertion fails: then 8-bit weights may serve every CPU."""
+    assert QEMU is not None
+    emulated = _gemm_errors([QEMU, "-cpu", "Haswell-noTSX"])
+    assert emulated[64] == 0
+    assert emulated[127] > 1000, emulated
+    if reduce_range_for_cpu() is False:  # this CPU has VNNI/AMX: exact with 8-bit weights
+        assert _gemm_errors([]) == {127: 0, 64: 0}
