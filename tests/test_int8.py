@@ -18,6 +18,7 @@ from sparkvision.cli import cli
 from sparkvision.errors import ConfigError, ModelFormatError
 from sparkvision.models.catalogue import resolve_model, with_precision
 from sparkvision.models.quantize import ActivationRanges, quantize, quantize_model_dir, shipped_ranges
+from sparkvision.models.store import build_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -26,24 +27,43 @@ def lite0_int8(lite0: Classifier) -> Classifier:
     return Classifier.pretrained("efficientnet_lite0_int8")
 
 
-_ON_PHOTOS: dict[int, tuple] = {}
+_ON_PHOTOS: dict[tuple[int, str], tuple] = {}
 
 
-def on_photos(variant: int) -> tuple:
-    """``(photo names, fp32 top 5s, int8 top 5s)`` of efficientnet_lite<variant> on the 102 photos
-    (computed once per test session)."""
-    if variant not in _ON_PHOTOS:
+def on_photos(variant: int, weights: str = "this CPU", cache: Path | None = None) -> tuple:
+    """``(photo names, fp32 top 5s, int8 top 5s, int8 spec)`` of efficientnet_lite<variant> on the 102
+    photos (computed once per test session). ``weights="this CPU"``: the catalogue's int8 model, built
+    for this machine; ``"dense"``: built with 7-bit weights in the dense layers, as on CPUs without VNNI
+    (integer arithmetic, so bit-identical to what ONNX Runtime's AVX2 kernel computes there:
+    ``scripts/check_int8_avx2.py`` compares the two under QEMU), into ``cache``."""
+    key = (variant, weights)
+    if key not in _ON_PHOTOS:
         photos = photo_set()
         images = [np.asarray(image) for _, image in photos]
-        fp32 = list(Classifier.pretrained(f"efficientnet_lite{variant}").classify(images, top_k=5))
-        int8 = list(Classifier.pretrained(f"efficientnet_lite{variant}_int8").classify(images, top_k=5))
-        _ON_PHOTOS[variant] = ([name for name, _ in photos], fp32, int8)
-    return _ON_PHOTOS[variant]
+        name = f"efficientnet_lite{variant}"
+        fp32 = Classifier.pretrained(name)
+        if weights == "dense":
+            assert cache is not None
+            target = cache / f"{name}_dense"
+            if not target.exists():
+                build_model_dir(
+                    target,
+                    lambda d: quantize_model_dir(
+                        fp32.model_dir, shipped_ranges(name), d, name=target.name, reduce_range="dense"
+                    ),
+                )
+            int8 = Classifier(target)
+        else:
+            int8 = Classifier.pretrained(f"{name}_int8")
+        top_fp32 = list(fp32.classify(images, top_k=5))
+        top_int8 = list(int8.classify(images, top_k=5))
+        _ON_PHOTOS[key] = ([name for name, _ in photos], top_fp32, top_int8, int8.spec)
+    return _ON_PHOTOS[key]
 
 
 @pytest.fixture(scope="session")
 def both_on_photos(lite0: Classifier, lite0_int8: Classifier):
-    return on_photos(0)
+    return on_photos(0)[:3]
 
 
 def test_int8_model_is_built_offline_from_shipped_ranges(lite0: Classifier, lite0_int8: Classifier) -> None:
@@ -130,32 +150,43 @@ def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> 
     assert len(np.unique(logits)) > 1000  # 8-bit outputs would take at most 256 values
 
 
-#: Top-1 agreement with fp32 on all 102 photos: the floor asserted. Measured on a VNNI Xeon
-#: (`python benchmarks/int8_agreement.py`): 0.971, 0.912, 0.941 — and 0.980, 0.912, 0.971 with the fast
-#: decode's previous resampler: a change of a grey level in the preprocessing flips near-ties, so the
-#: floors leave one to three photos of slack (other CPUs' int8 kernels round differently too).
-ALL_PHOTOS_FLOOR = {0: 0.96, 1: 0.90, 2: 0.93}
+#: Top-1 agreement with fp32 on all 102 photos: the floor asserted, by weight range. Measured on a VNNI
+#: Xeon (`python benchmarks/int8_agreement.py`), 8-bit weights: 0.971, 0.912, 0.941 — and 0.980, 0.912,
+#: 0.971 with the fast decode's previous resampler: a change of a grey level in the preprocessing flips
+#: near-ties, so the floors leave one to three photos of slack. 7-bit dense weights (CPUs without VNNI):
+#: 0.922, 0.941, 0.931.
+ALL_PHOTOS_FLOOR = {"8bit": {0: 0.96, 1: 0.90, 2: 0.93}, "dense": {0: 0.90, 1: 0.92, 2: 0.91}}
+#: Photos whose int8 top label is outside fp32's top five: none, but one near-tie of Lite2 with dense
+#: weights (measured).
+OUTSIDE_TOP5 = {"8bit": 0, "dense": 1}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("weights", ["this CPU", "dense"])
 @pytest.mark.parametrize("variant", [0, 1, 2])
-def test_int8_agrees_with_fp32_on_every_real_photo(variant: int, lite0: Classifier) -> None:
-    """102 photos (17 real ones, mirrored, cropped, halved, turned). Where the fp32 model's top label
-    leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %; measured: all of them, 66, 66
-    and 69 photos); on all 102 see ``ALL_PHOTOS_FLOOR``; everywhere int8's top label is one of fp32's
-    top five, and the top fives overlap by 0.95-0.96 (measured). Every swap is a near-tie (fp32's
-    first two labels within 0.04, most within 0.01: textures, microscopy, quarter turns); changing
-    every input pixel of the fp32 model by a random ±1 grey level swaps more labels (docs/performance.md)."""
-    names, fp32, int8 = on_photos(variant)
+def test_int8_agrees_with_fp32_on_every_real_photo(
+    variant: int, weights: str, lite0: Classifier, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """102 photos (17 real ones, mirrored, cropped, halved, turned), for the int8 model this CPU gets
+    and for the one CPUs without VNNI get (7-bit dense weights, see ``quantize.reduce_range_for_cpu``).
+    Where the fp32 model's top label leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %;
+    measured: all of them, 66, 66 and 69 photos, both weight ranges); on all 102 see
+    ``ALL_PHOTOS_FLOOR``; int8's top label is one of fp32's top five (``OUTSIDE_TOP5``), and the top fives
+    overlap by 0.93-0.96 (measured). Every swap is a near-tie (fp32's first two labels within 0.05, most
+    within 0.01: textures, microscopy, quarter turns); changing every input pixel of the fp32 model by
+    a random ±1 grey level swaps more labels (docs/performance.md)."""
+    names, fp32, int8, spec = on_photos(variant, weights, tmp_path_factory.getbasetemp() / "int8-dense")
+    scheme = "dense" if spec.extra["quantization"].get("reduce_range") == "dense" else "8bit"
+    assert scheme == "dense" or weights == "this CPU"
     margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
     agree = np.array([a.class_ids[0] == b.class_ids[0] for a, b in zip(fp32, int8)])
     clear = margins >= 0.05
     assert clear.sum() >= 60
     assert agree[clear].mean() >= 0.98, [n for n, c, ok in zip(names, clear, agree) if c and not ok]
-    assert agree.mean() >= ALL_PHOTOS_FLOOR[variant], [n for n, ok in zip(names, agree) if not ok]
+    assert agree.mean() >= ALL_PHOTOS_FLOOR[scheme][variant], [n for n, ok in zip(names, agree) if not ok]
     assert margins[~agree].max(initial=0) < 0.05
     outside = [n for n, a, b in zip(names, fp32, int8) if b.class_ids[0] not in a.class_ids]
-    assert not outside
+    assert len(outside) <= OUTSIDE_TOP5[scheme], outside
     overlap = np.mean([len(set(a.class_ids) & set(b.class_ids)) / 5 for a, b in zip(fp32, int8)])
     assert overlap >= 0.92
 
