@@ -91,6 +91,32 @@ def test_a_cached_int8_model_built_for_another_cpu_is_built_again(
     assert spec.extra["quantization"]["reduce_range"] == here
 
 
+def test_an_8_bit_model_on_a_cpu_without_vnni_is_warned_about(
+    lite0: Classifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model quantized elsewhere (a saved Spark pipeline, a ``sparkvision quantize`` output) is not
+    rebuilt: running 8-bit weights where the kernel saturates says so, once; 7-bit dense weights there,
+    and 8-bit ones on a VNNI CPU, run silently."""
+    ranges = shipped_ranges("efficientnet_lite0")
+    photo = Path(__file__).parent.parent / "examples" / "images" / "coffee.jpg"
+    models = {}
+    for name, weights in (("eight", False), ("dense", "dense")):
+        spec = quantize_model_dir(lite0.model_dir, ranges, tmp_path / name, name=name, reduce_range=weights)
+        spec.save(tmp_path / name)
+        models[name] = Classifier(tmp_path / name)
+    for flags, warned in ((HASWELL | {"avx512_vnni"}, set()), (HASWELL, {"eight"})):
+        monkeypatch.setattr(quantize_module, "cpu_flags", lambda f=flags: frozenset(f))
+        monkeypatch.setattr(quantize_module, "_CHECKED_FOR_SATURATION", set())
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="sparkvision.models.quantize"):
+            for model in models.values():
+                model.classify_batch([photo, photo])
+                model.classify_batch([photo])
+        said = [r.getMessage() for r in caplog.records if "saturates" in r.getMessage()]
+        assert len(said) == len(warned)
+        assert all(f"int8 model {name!r}" in said[0] for name in warned)
+
+
 # -- the evidence: ONNX Runtime's int8 GEMM on its AVX2 code path, under QEMU --------------------------
 QEMU = shutil.which("qemu-x86_64")
 

@@ -89,6 +89,7 @@ __all__ = [
     "quantize_model_dir",
     "reduce_range_for_cpu",
     "shipped_ranges",
+    "warn_if_saturating",
 ]
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,28 @@ def _resolve_reduce_range(reduce_range: ReduceRange) -> bool | Literal["dense"]:
     if reduce_range not in (True, False, "dense"):
         raise ConfigError(f"reduce_range must be True, False, 'dense' or 'auto', got {reduce_range!r}")
     return reduce_range
+
+
+_CHECKED_FOR_SATURATION: set[str] = set()
+
+
+def warn_if_saturating(spec: ModelSpec) -> None:
+    """Log a warning (once per model and process) when an int8 model built with 8-bit weights in its
+    dense layers runs on a CPU whose int8 kernel saturates with them (no VNNI/AMX): a model
+    quantized on another machine — a Spark pipeline saved or shipped from a VNNI driver to AVX2
+    workers, a ``sparkvision quantize`` output copied over — then loses accuracy silently (Lite0's
+    agreement with fp32 0.96 → 0.85). Catalogue models are rebuilt for the CPU instead."""
+    if not is_int8(spec) or spec.name in _CHECKED_FOR_SATURATION:
+        return
+    _CHECKED_FOR_SATURATION.add(spec.name)  # reads /proc/cpuinfo: once per model and process
+    built = dict(spec.extra.get("quantization") or {}).get("reduce_range", False)
+    if built is False and reduce_range_for_cpu() == "dense":
+        log.warning(
+            "int8 model %r has 8-bit weights, built for a CPU with VNNI; this CPU has none, and ONNX "
+            "Runtime's int8 kernel saturates with such weights here (lower accuracy). Quantize it on this "
+            "kind of CPU: sparkvision quantize MODEL --calibration DIR --name NAME",
+            spec.name,
+        )
 
 
 def built_for_this_cpu(spec: ModelSpec) -> bool:

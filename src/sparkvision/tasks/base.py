@@ -19,6 +19,7 @@ from ..engine import Engine, forget_engines, get_engine
 from ..errors import ConfigError, ImageDecodeError, ModelFormatError, SparkvisionError
 from ..images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from ..models.catalogue import DEFAULT_MODEL, rebuildable, resolve_model
+from ..models.quantize import warn_if_saturating
 from ..models.spec import MODEL_FILE, ModelSpec
 from ..models.store import load_model_dir
 from ..preprocess import PreprocessSpec, preprocess
@@ -172,6 +173,7 @@ class ImageTask:
         return self._engine(self.threads)
 
     def _engine(self, threads: int | None) -> Engine:
+        warn_if_saturating(self.spec)  # an int8 model quantized for another kind of CPU
         return get_engine(self.model_dir / MODEL_FILE, threads)
 
     def __repr__(self) -> str:
