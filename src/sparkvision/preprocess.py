@@ -335,14 +335,18 @@ def _axis_plan(
     rows = np.broadcast_to(np.arange(out_size)[:, None], taps.shape)
     dense[rows[inside], taps[inside] - start] = w[inside]
 
-    def spans(block: int) -> list[tuple[int, int, int, int]]:
-        return [
-            (o0, min(o0 + block, out_size), int(lo[o0 : o0 + block].min()), int(hi[o0 : o0 + block].max()))
-            for o0 in range(0, out_size, block)
-        ]
+    def spans(block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # The centres increase, so lo and hi never decrease: a block of outputs reads from its first
+        # output's lo to its last one's hi.
+        o0 = np.arange(0, out_size, block)
+        o1 = np.minimum(o0 + block, out_size)
+        return o0, o1, lo[o0], hi[o1 - 1]
 
     block = out_size
-    while block > 1 and max((o1 - o0) * (k1 - k0) for o0, o1, k0, k1 in spans(block)) * width > _GEMM_SIZE:
+    while block > 1:
+        o0, o1, k0, k1 = spans(block)
+        if int(((o1 - o0) * (k1 - k0)).max()) * width <= _GEMM_SIZE:
+            break
         block = (block + 1) // 2 if block > 16 else block - 1
     blocks = tuple(
         (
@@ -352,7 +356,7 @@ def _axis_plan(
             k1 - start,
             np.ascontiguousarray(dense[o0:o1, k0 - start : k1 - start], np.float32),
         )
-        for o0, o1, k0, k1 in spans(block)
+        for o0, o1, k0, k1 in zip(*(a.tolist() for a in spans(block)))
     )
     return _AxisPlan(start, stop, blocks)
 
