@@ -272,6 +272,11 @@ def _resolve_reduce_range(reduce_range: ReduceRange) -> bool | Literal["dense"]:
     return reduce_range
 
 
+def _built_range(spec: ModelSpec) -> bool | str:
+    """The weight range an int8 model was built with (models built before it was recorded: 8 bits)."""
+    return dict(spec.extra.get("quantization") or {}).get("reduce_range", False)
+
+
 _CHECKED_FOR_SATURATION: set[str] = set()
 
 
@@ -284,8 +289,7 @@ def warn_if_saturating(spec: ModelSpec) -> None:
     if not is_int8(spec) or spec.name in _CHECKED_FOR_SATURATION:
         return
     _CHECKED_FOR_SATURATION.add(spec.name)  # reads /proc/cpuinfo: once per model and process
-    built = dict(spec.extra.get("quantization") or {}).get("reduce_range", False)
-    if built is False and reduce_range_for_cpu() == "dense":
+    if _built_range(spec) is False and reduce_range_for_cpu() == "dense":
         log.warning(
             "int8 model %r has 8-bit weights, built for a CPU with VNNI; this CPU has none, and ONNX "
             "Runtime's int8 kernel saturates with such weights here (lower accuracy). Quantize it on this "
@@ -297,8 +301,7 @@ def warn_if_saturating(spec: ModelSpec) -> None:
 def built_for_this_cpu(spec: ModelSpec) -> bool:
     """Whether an int8 model was built with the weight range :func:`reduce_range_for_cpu` picks here
     (a model built before the range was recorded had 8-bit weights)."""
-    built = dict(spec.extra.get("quantization") or {}).get("reduce_range", False)
-    return built == reduce_range_for_cpu()
+    return _built_range(spec) == reduce_range_for_cpu()
 
 
 # -- step 1: calibration ----------------------------------------------------------------------------
