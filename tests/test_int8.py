@@ -308,6 +308,43 @@ def test_cli_quantize_precision_and_models_list(colour_model: Path, tmp_path: Pa
     assert missing.exit_code == 2 and "sparkvision quantize" in missing.output
 
 
+def test_cli_quantize_keeps_named_layers_in_float(colour_model: Path, tmp_path: Path) -> None:
+    """--keep-float NODE leaves that layer's weights in float; a wrong name is a clean error that
+    names the model's layers, so a user can find the right one."""
+
+    runner = CliRunner()
+    photos = _colour_photos(tmp_path / "photos")
+    args = ["quantize", str(colour_model), "--calibration", str(photos), "--force"]
+    kept = runner.invoke(cli, [*args, "--name", "tc_float_head", "--keep-float", "sparkvision_node_2"])
+    assert kept.exit_code == 0, kept.output
+    assert "1 nodes kept in float" in kept.output
+    assert _matmuls_with_float_weights("tc_float_head") == 1
+    quantized = runner.invoke(cli, [*args, "--name", "tc_all_int8"])
+    assert quantized.exit_code == 0 and "kept in float" not in quantized.output
+    assert _matmuls_with_float_weights("tc_all_int8") == 0
+
+    wrong = runner.invoke(cli, [*args, "--name", "tc_wrong", "--keep-float", "conv_stem"])
+    assert wrong.exit_code == 2 and "Traceback" not in wrong.output
+    assert "no node named 'conv_stem'" in wrong.output and "sparkvision_node_2" in wrong.output
+
+
+def _matmuls_with_float_weights(model: str) -> int:
+    """How many MatMul nodes of a cached model multiply by a float weight initializer directly."""
+    import onnx
+
+    graph = onnx.load(str(resolve_model(model)[0] / "model.onnx")).graph
+    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    return sum(1 for n in graph.node if n.op_type == "MatMul" and floats.intersection(n.input))
+
+
+def test_recalibrating_a_catalogue_model_keeps_its_float_stem_by_default() -> None:
+    from sparkvision.models.quantize import default_float_nodes
+
+    for model in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        assert default_float_nodes(model) == shipped_ranges(model).float_nodes != ()
+    assert default_float_nodes("my_imported_model") == ()
+
+
 def test_building_int8_without_the_int8_extra(
     monkeypatch: pytest.MonkeyPatch, colour_model: Path, tmp_path: Path
 ) -> None:

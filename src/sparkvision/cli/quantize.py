@@ -32,8 +32,23 @@ def register(group: click.Group) -> None:
     show_default=True,
     help="ONNX Runtime's quantized graph format.",
 )
+@click.option(
+    "--keep-float",
+    "keep_float",
+    multiple=True,
+    metavar="NODE",
+    help="Keep this layer (an ONNX node name) in float; repeat for more. [default: for a catalogue "
+    "model, the layers its shipped int8 variant keeps in float; else none]",
+)
 @force_option()
-def quantize(model: str, calibration: str, name: str | None, quant_format: str, force: bool) -> None:
+def quantize(
+    model: str,
+    calibration: str,
+    name: str | None,
+    quant_format: str,
+    keep_float: tuple[str, ...],
+    force: bool,
+) -> None:
     """Make an int8 version of MODEL (uint8 activations, int8 per-channel weights), calibrated on
     your photos; use it with --model NAME, or --precision int8 when NAME is MODEL_int8."""
     from ..models.catalogue import resolve_model
@@ -41,9 +56,18 @@ def quantize(model: str, calibration: str, name: str | None, quant_format: str, 
 
     started = time.perf_counter()
     source_dir, _ = resolve_model(model)
-    path, spec = quantize_model(source_dir, calibration, name=name, replace=force, quant_format=quant_format)
-    images = spec.extra.get("quantization", {}).get("calibration_images")
+    path, spec = quantize_model(
+        source_dir,
+        calibration,
+        name=name,
+        replace=force,
+        quant_format=quant_format,
+        float_nodes=keep_float or None,
+    )
+    details = spec.extra.get("quantization", {})
+    kept = len(details.get("float_nodes", ()))
     click.echo(
-        f"{spec.name}: int8 model from {model} calibrated on {images} images, in "
+        f"{spec.name}: int8 model from {model} calibrated on {details.get('calibration_images')} images"
+        f"{f', {kept} nodes kept in float' if kept else ''}, in "
         f"{time.perf_counter() - started:.0f} s -> {path}"
     )

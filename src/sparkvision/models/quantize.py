@@ -209,6 +209,14 @@ def shipped_ranges(model: str) -> ActivationRanges:
     return ActivationRanges.from_dict(json.loads(resource.read_text(encoding="utf-8")))
 
 
+def default_float_nodes(model: str) -> tuple[str, ...]:
+    """The nodes a catalogue model's shipped int8 variant keeps in float; ``()`` for other models."""
+    try:
+        return shipped_ranges(model).float_nodes
+    except ModelFormatError:
+        return ()
+
+
 # -- names ------------------------------------------------------------------------------------------
 def is_int8(spec: ModelSpec) -> bool:
     """Whether a model directory holds a quantized (int8) model."""
@@ -451,13 +459,21 @@ def _channel_means(
     return {name: (sums[name] / counts[name]).astype(np.float32) for name in wanted}
 
 
+#: The operators whose weights the quantizer turns to int8 (the layers one can keep in float).
+_WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
 def _check_node_names(model_file: Path, names: Iterable[str], model: str) -> None:
     import onnx
 
     graph = onnx.load(str(model_file), load_external_data=False).graph
     unknown = sorted(set(names) - {_node_name(node, i) for i, node in enumerate(graph.node)})
     if unknown:
-        raise ConfigError(f"{model!r} has no node named {', '.join(map(repr, unknown))}")
+        layers = [_node_name(n, i) for i, n in enumerate(graph.node) if n.op_type in _WEIGHTED_OPS]
+        shown = ", ".join(layers[:6]) + (f" … ({len(layers)} in all)" if len(layers) > 6 else "")
+        raise ConfigError(
+            f"{model!r} has no node named {', '.join(map(repr, unknown))}; its layers are named {shown}"
+        )
 
 
 def _node_name(node: Any, index: int) -> str:
@@ -780,7 +796,7 @@ def quantize(
     replace: bool = False,
     recursive: bool = True,
     quant_format: QuantFormat = "qdq",
-    float_nodes: Sequence[str] = (),
+    float_nodes: Sequence[str] | None = None,
 ) -> tuple[Path, ModelSpec]:
     """Calibrate the model in ``model_dir`` on images and save its int8 version in the cache as
     ``name`` (default: the model's name + ``_int8``); returns ``(directory, spec)``.
@@ -788,10 +804,14 @@ def quantize(
     ``calibration``: a folder of images (walked recursively unless ``recursive=False``), or an
     iterable of image sources. A hundred varied photos from the model's domain are plenty; the
     ranges are saved beside the model (``int8_ranges.json``). ``float_nodes``: names of nodes to
-    keep in float (see :func:`quantize_model_dir`).
+    keep in float (see :func:`quantize_model_dir`); by default, for a catalogue model with shipped
+    ranges, the nodes its shipped int8 variant keeps in float (so recalibrating on your own photos
+    keeps the float stem that makes the catalogue's int8 models agree with fp32), else none.
     """
     source_dir = Path(model_dir)
     source_spec = load_model_dir(source_dir)
+    if float_nodes is None:
+        float_nodes = default_float_nodes(source_spec.name)
     target_name = validate_model_name(name or int8_variant(source_spec.name))
     target = cached_model_dir(target_name)
     if target.exists() and not replace:
