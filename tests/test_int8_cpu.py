@@ -1,9 +1,11 @@
 """int8 weights per CPU: 8 bits where ONNX Runtime's int8 kernels accumulate exactly (VNNI, AMX), 7 bits
 in the dense layers elsewhere, where its AVX2 kernel (VPMADDUBSW) saturates; and the evidence for the
-rule, on ONNX Runtime's AVX2 code path under QEMU emulation when qemu-user is installed."""
+rule, on ONNX Runtime's AVX2 code path: natively, with AVX-512/VNNI/AMX hidden by CPUID faulting
+(``scripts/avx2_only.py``), and under QEMU emulation when qemu-user is installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -140,11 +142,16 @@ for peak in (127, 64):  # 8-bit, 7-bit weights
 """
 
 
-def _gemm_errors(prefix: list[str]) -> dict[int, int]:
+def _gemm_errors(prefix: list[str], env: dict[str, str] | None = None) -> dict[int, int]:
     """Largest error of ONNX Runtime's u8 × s8 ``MatMulInteger`` against exact integer arithmetic, for
-    8-bit and 7-bit weights, in a Python started with ``prefix`` (e.g. under QEMU)."""
+    8-bit and 7-bit weights, in a Python started with ``prefix`` (e.g. under QEMU) and ``env``."""
     done = subprocess.run(
-        [*prefix, sys.executable, "-c", _GEMM], capture_output=True, text=True, timeout=300, check=True
+        [*prefix, sys.executable, "-c", _GEMM],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env=env,
     )
     return {int(p): int(e) for p, e in (line.split() for line in done.stdout.splitlines())}
 
@@ -162,3 +169,97 @@ def test_avx2_int8_gemm_saturates_with_8_bit_weights_not_7() -> None:
     assert emulated[127] > 1000, emulated
     if reduce_range_for_cpu() is False:  # this CPU has VNNI/AMX: exact with 8-bit weights
         assert _gemm_errors([]) == {127: 0, 64: 0}
+
+
+# -- the same natively: this CPU with AVX-512, VNNI and AMX hidden (CPUID faulting) -------------------
+def _avx2_only():
+    """``scripts/avx2_only.py`` as a module, or a skip where this machine cannot hide CPU features."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "avx2_only.py"
+    spec = importlib.util.spec_from_file_location("avx2_only", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    problem = module.supported()
+    if problem:
+        pytest.skip(f"cannot hide CPU features here: {problem}")
+    return module
+
+
+def test_avx2_code_path_natively_saturates_with_8_bit_weights_not_7() -> None:
+    """With AVX-512/VNNI/AMX hidden from CPUID, ONNX Runtime runs its AVX2 int8 kernel on the real core
+    (QEMU's finding, reproduced natively), and sparkvision reads the same CPU from /proc/cpuinfo."""
+    env = _avx2_only().environment()
+    masked = _gemm_errors([], env=env)
+    assert masked[64] == 0
+    assert masked[127] > 1000, masked
+    seen = subprocess.run(
+        [sys.executable, "-c", "from sparkvision.models.quantize import *; print(reduce_range_for_cpu())"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    assert seen.stdout.strip() == "dense"
+
+
+_LOGITS = """
+import sys, numpy as np, onnxruntime as ort
+from sparkvision.models.catalogue import resolve_model
+from sparkvision.models.store import load_model_dir
+folder = resolve_model("efficientnet_lite0_int8")[0]
+print(load_model_dir(folder).extra["quantization"]["reduce_range"])
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+np.save(sys.argv[2], session.run(None, {session.get_inputs()[0].name: np.load(sys.argv[1])})[0])
+"""
+
+
+@pytest.mark.slow
+def test_on_an_avx2_cpu_the_catalogue_int8_model_is_dense_and_exact(
+    lite0: Classifier, tmp_path: Path
+) -> None:
+    """On the AVX2 code path the catalogue's int8 model is built with 7-bit dense weights, and its logits
+    are bit-identical to the same model run on this CPU's VNNI/AMX kernels: AVX2-only machines get
+    exactly the accuracy the tests measure here for the dense range."""
+    env = _avx2_only().environment()
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "efficientnet_lite0").symlink_to(lite0.model_dir)  # the fp32 model, not rebuilt
+    env["SPARKVISION_HOME"] = str(home)
+    from PIL import Image
+
+    from sparkvision.models.store import load_model_dir
+    from sparkvision.preprocess import preprocess_batch
+
+    photos = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.jpg"))
+    assert len(photos) >= 4
+    batch = preprocess_batch(
+        [Image.open(p).convert("RGB") for p in photos], load_model_dir(lite0.model_dir).preprocess
+    )
+    np.save(tmp_path / "x.npy", batch)
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGITS, str(tmp_path / "x.npy"), str(tmp_path / "masked.npy")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "dense"
+
+    import onnxruntime as ort
+
+    quantize_model_dir(
+        lite0.model_dir,
+        shipped_ranges("efficientnet_lite0"),
+        tmp_path / "native",
+        name="n",
+        reduce_range="dense",
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(tmp_path / "native" / "model.onnx"), options)
+    native = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    np.testing.assert_array_equal(np.load(tmp_path / "masked.npy"), native)
