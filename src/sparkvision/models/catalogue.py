@@ -56,9 +56,10 @@ LOCAL_PREFIX = "local-dir:"
 Builder = Callable[["CatalogueEntry", Path], ModelSpec]
 #: ``how_to_get(entry)`` says how to obtain the model by hand (shown when it cannot be built here).
 HowToGet = Callable[["CatalogueEntry"], str]
-#: ``is_current(entry, directory)`` says whether a cached build still matches what this package would
-#: build now (e.g. an int8 model built from activation ranges an older release shipped).
-IsCurrent = Callable[["CatalogueEntry", Path], bool]
+#: ``is_current(entry, directory)`` says why a cached build no longer matches what this package would
+#: build now (e.g. "was built by an older sparkvision" for an int8 model built from activation ranges an
+#: older release shipped), or ``None`` when it still does.
+IsCurrent = Callable[["CatalogueEntry", Path], "str | None"]
 
 
 class _Builder(NamedTuple):
@@ -92,12 +93,13 @@ class CatalogueEntry:
             return None
         return lambda directory: registered.build(self, directory)
 
-    def is_current(self, directory: Path) -> bool:
-        """Whether the cached build in ``directory`` is what this package builds now (``True`` when the
-        builder has no way to tell, or the entry is not built here)."""
+    def stale_reason(self, directory: Path) -> str | None:
+        """Why the cached build in ``directory`` is not what this package builds now (it is then built
+        again), or ``None`` when it is — and when the builder has no way to tell, or the entry is not
+        built here."""
         registered = _BUILDERS.get(self.builder or "")
         if registered is None or registered.is_current is None:
-            return True
+            return None
         return registered.is_current(self, directory)
 
     @property
@@ -187,20 +189,20 @@ def _build_int8(entry: CatalogueEntry, directory: Path) -> ModelSpec:
     return quantize_model_dir(source_dir, shipped_ranges(fp32), directory, name=entry.name)
 
 
-def _int8_is_current(entry: CatalogueEntry, directory: Path) -> bool:
+def _int8_is_current(entry: CatalogueEntry, directory: Path) -> str | None:
     """A cached int8 model is current when it was quantized with the ranges this package ships (an
     upgrade that ships better ranges rebuilds it on first use) and with the weight range this CPU
     needs (a cache shared with, or copied from, another kind of CPU is rebuilt)."""
     from .quantize import RANGES_FILE, ActivationRanges, built_for_this_cpu, shipped_ranges
 
+    older = "was built by an older sparkvision"
     try:
         built = ActivationRanges.load(directory / RANGES_FILE)
         if not built_for_this_cpu(load_model_dir(directory)):
-            log.warning("cached model %s was built for another kind of CPU", entry.name)
-            return False
+            return "was built for another kind of CPU"
     except ModelFormatError:
-        return False
-    return built.to_dict() == shipped_ranges(str(entry.builder_args["fp32"])).to_dict()
+        return older
+    return None if built.to_dict() == shipped_ranges(str(entry.builder_args["fp32"])).to_dict() else older
 
 
 register_builder("int8", _build_int8, is_current=_int8_is_current)
@@ -246,9 +248,10 @@ def resolve_model(name_or_path: str | Path, *, rebuild: bool = False) -> tuple[P
     if target.exists() and not rebuild:
         try:
             spec = load_model_dir(target)
-            if entry is None or entry.build is None or entry.is_current(target):
+            stale = None if entry is None or entry.build is None else entry.stale_reason(target)
+            if stale is None:
                 return target, spec
-            log.warning("cached model %s was built by an older sparkvision; building it again", name)
+            log.warning("cached model %s %s; building it again", name, stale)
             rebuild = True
         except ModelFormatError as exc:
             if entry is None or entry.build is None:
