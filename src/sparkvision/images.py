@@ -18,7 +18,15 @@ same answer for the same file:
   off; Pillow's global ``MAX_IMAGE_PIXELS`` is left alone);
 * **fast large JPEGs**: with ``min_short_side`` set, JPEG data is decoded at a reduced DCT scale
   (Pillow's ``draft``) that still keeps the short side at least that long — a 12-megapixel photo
-  decodes in a fraction of the time, and the reported width/height remain the true ones.
+  decodes in a fraction of the time, and the reported width/height remain the true ones;
+* **a straight path for plain JPEGs**: :func:`decode_pixels` (the tasks' ``decode="fast"`` mode) hands
+  a JPEG whose header Pillow reads as YCbCr/RGB or grayscale to libjpeg-turbo's TurboJPEG API
+  (``simplejpeg``) and returns its pixels as an RGBX array, with the same DCT scale, the same pixels
+  (the same libjpeg-turbo code, checked in the tests), the same EXIF orientation and the same size
+  check from the header; libjpeg-turbo runs in strict mode, so a file it reports anything wrong with
+  (truncation, corrupt data, even a recoverable warning) is handed to Pillow's decoder, which rejects
+  or accepts it exactly as :func:`decode_image` does. Other JPEGs (CMYK/YCCK) and other formats take
+  :func:`decode_image`'s path.
 
 :func:`iter_image_files` turns the paths a user named into a stream of image files, one folder
 listing at a time, in a deterministic order.
@@ -33,6 +41,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -45,6 +54,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+try:  # a core dependency; without it every JPEG takes Pillow's decoder (same pixels, a little slower)
+    import simplejpeg
+except ImportError:  # pragma: no cover - a broken install
+    simplejpeg = None
 
 from sparkvision.errors import (
     ConfigError,
@@ -61,9 +75,11 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "DecodedImage",
+    "DecodedPixels",
     "ImageSource",
     "decode_bgr_struct",
     "decode_image",
+    "decode_pixels",
     "header_pixels",
     "iter_image_files",
 ]
@@ -204,6 +220,46 @@ class DecodedImage:
         """Whether ``image`` was decoded at a reduced scale (JPEG ``draft``), so holds fewer pixels."""
         return self.image.size not in ((self.width, self.height), (self.height, self.width))
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the decoded pixels (smaller than the true size when ``reduced``)."""
+        return self.image.size
+
+
+@dataclass(frozen=True)
+class DecodedPixels:
+    """One JPEG decoded straight into a pixel array by :func:`decode_pixels` (no Pillow image).
+
+    Attributes:
+        pixels: ``uint8`` array of shape ``H × W × 4``: red, green, blue and a padding byte (255) per
+            pixel — Pillow's own in-memory layout, which the NumPy resampler
+            (:func:`sparkvision.preprocess.resample_crop`) reads without a copy. EXIF orientation is
+            applied as a view, so the rows and columns may be strided; the four bytes of a pixel are
+            always adjacent. May be decoded at a reduced DCT scale, as :class:`DecodedImage`.
+        width, height, source_mode, format: as in :class:`DecodedImage`.
+    """
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    source_mode: str
+    format: str | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of ``pixels``."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    @property
+    def reduced(self) -> bool:
+        """Whether the pixels were decoded at a reduced DCT scale, so fewer than the true size."""
+        return self.size not in ((self.width, self.height), (self.height, self.width))
+
+    @functools.cached_property
+    def image(self) -> Image.Image:
+        """The pixels as a Pillow ``"RGB"`` image (a copy, made on first use)."""
+        return Image.fromarray(np.ascontiguousarray(self.pixels[:, :, :3]))
+
 
 # --------------------------------------------------------------------------------------------------
 # decode_image
@@ -254,6 +310,39 @@ def decode_image(
     * ``F`` (32-bit float): if every finite value is in [0, 1] it is scaled by 255; otherwise values
       are clipped to 0–255. NaN becomes 0.
     """
+    decoded = _decode(source, max_pixels, min_short_side, straight=False)
+    assert isinstance(decoded, DecodedImage)
+    return decoded
+
+
+def decode_pixels(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_short_side: int | None = None,
+) -> DecodedImage | DecodedPixels:
+    """:func:`decode_image`, with plain JPEGs decoded straight into an RGBX array (the fast mode).
+
+    A JPEG (or MPO) whose header Pillow reads as ``"RGB"`` (YCbCr or Adobe RGB) or ``"L"``, baseline or
+    progressive, is decoded by libjpeg-turbo's TurboJPEG API (``simplejpeg``) into a
+    :class:`DecodedPixels`: the same pixels as Pillow's decoder (same library; checked in the
+    tests), at the same reduced DCT scale when ``min_short_side`` allows one, with the EXIF
+    orientation applied and width/height reported as :func:`decode_image` does — without a Pillow
+    image or a copy of the pixels. Everything else returns what :func:`decode_image` returns.
+
+    Every guarantee of :func:`decode_image` holds: the pixel limit is checked against the header
+    before decoding; libjpeg-turbo runs in strict mode, so a truncated or corrupt file — anything
+    libjpeg-turbo warns about — goes to Pillow's decoder, which raises the same
+    :class:`~sparkvision.errors.ImageDecodeError` (or decodes a file with a harmless warning) as
+    :func:`decode_image` would; never a padded image. Safe to call from several threads (the decoder
+    releases the GIL; each call has its own decompressor).
+    """
+    return _decode(source, max_pixels, min_short_side, straight=True)
+
+
+def _decode(
+    source: ImageSource, max_pixels: int, min_short_side: int | None, *, straight: bool
+) -> DecodedImage | DecodedPixels:
     _check_limits(max_pixels, min_short_side)
     if isinstance(source, Image.Image):
         return _decode_pil(source, max_pixels)
@@ -264,11 +353,11 @@ def decode_image(
         if view.nbytes == 0:
             raise ImageUnavailableError("empty image data (0 bytes): nothing to decode")
         encoded = view if view.c_contiguous else view.tobytes()
-        return _decode_stream(io.BytesIO(encoded), max_pixels, min_short_side)
+        return _decode_stream(io.BytesIO(encoded), max_pixels, min_short_side, straight)
     if isinstance(source, (str, os.PathLike)):
         path = os.fsdecode(os.fspath(source))
         with _open_image_file(path) as fh:
-            return _decode_stream(fh, max_pixels, min_short_side)
+            return _decode_stream(fh, max_pixels, min_short_side, straight)
     if source is None:
         raise ImageUnavailableError("no image data (got None)")
     raise UnsupportedImageError(
@@ -322,9 +411,10 @@ def _os_reason(exc: BaseException) -> str:
 
 
 def _decode_stream(
-    fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None
-) -> DecodedImage:
-    """Identify, check and decode an encoded image from an open binary file object."""
+    fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None, straight: bool = False
+) -> DecodedImage | DecodedPixels:
+    """Identify, check and decode an encoded image from an open binary file object (``straight``:
+    plain JPEGs through libjpeg-turbo's TurboJPEG API, see :func:`decode_pixels`)."""
     formats = _decodable_formats()
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
@@ -339,7 +429,79 @@ def _decode_stream(
         raise _unidentified(fp) from None
     except Exception as exc:  # any failure to parse a header is a property of the data
         raise _decode_failure(exc, part="header") from None
+    if straight and simplejpeg is not None and img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+        decoded = _decode_turbo(img, fp, max_pixels, min_short_side)
+        if decoded is not None:
+            return decoded
     return _finish(img, max_pixels, min_short_side, allow_draft=True, copy=False)
+
+
+def _decode_turbo(
+    img: Image.Image, fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None
+) -> DecodedPixels | None:
+    """Decode a plain JPEG whose header Pillow has read with libjpeg-turbo's TurboJPEG API into RGBX;
+    ``None`` (Pillow decodes it, or says what is wrong) when libjpeg-turbo reports any problem."""
+    width, height = img.size
+    _check_pixels(width, height, max_pixels)
+    scale = _draft_scale(width, height, min_short_side) if min_short_side else 1
+    want = (-(-height // scale), -(-width // scale))
+    if isinstance(fp, io.BytesIO):
+        data: bytes | memoryview = fp.getbuffer()
+    else:
+        fp.seek(0)
+        data = fp.read()
+    try:
+        # strict: libjpeg's warnings (premature end of data, corrupt segments) raise ValueError
+        # instead of returning grey-padded or damaged pixels.
+        pixels = simplejpeg.decode_jpeg(
+            data,
+            "RGBX",
+            min_height=want[0] if scale > 1 else 0,
+            min_width=want[1] if scale > 1 else 0,
+            strict=True,
+        )
+    except Exception:  # libjpeg-turbo refused the data: Pillow's decoder gives the verdict
+        return None
+    finally:
+        if isinstance(data, memoryview):
+            data.release()
+    if pixels.shape != (*want, 4):  # a scale Pillow would not pick: let Pillow decode it
+        return None
+    orientation = _exif_orientation(img)
+    pixels = _orient_array(pixels, orientation)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return DecodedPixels(pixels=pixels, width=width, height=height, source_mode=img.mode, format=img.format)
+
+
+def _draft_scale(width: int, height: int, min_short_side: int) -> int:
+    """The DCT reduction 1/s (s in 8, 4, 2, 1) Pillow's ``draft`` picks for ``min_short_side``
+    (see :func:`_draft_jpeg`): the largest with ``s <= min(width, height) // min_short_side``, none
+    below twice the size."""
+    if min(width, height) < 2 * min_short_side:
+        return 1
+    fits = min(width // min_short_side, height // min_short_side)
+    return next(s for s in (8, 4, 2, 1) if s <= fits)
+
+
+def _orient_array(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Undo an EXIF orientation on an ``H × W × C`` array, as a view (the transposes of
+    ``_ORIENTATION_TRANSPOSE``)."""
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.transpose(1, 0, 2)
+    if orientation == 6:
+        return pixels.transpose(1, 0, 2)[:, ::-1]
+    if orientation == 7:
+        return pixels.transpose(1, 0, 2)[::-1, ::-1]
+    if orientation == 8:
+        return pixels.transpose(1, 0, 2)[::-1]
+    return pixels
 
 
 # Formats with a distinctive signature: if the data starts like one of them but Pillow cannot parse

@@ -42,6 +42,7 @@ __all__ = [
     "preprocess",
     "preprocess_batch",
     "resample_crop",
+    "rgbx_image",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -208,20 +209,26 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec, *, window: bool = 
 
 
 def preprocess(
-    image: Image.Image,
+    image: Image.Image | np.ndarray,
     spec: PreprocessSpec,
     out: np.ndarray | None = None,
     *,
     window: bool = False,
     fast: bool = False,
 ) -> np.ndarray:
-    """One RGB image → float32 ``3 × size × size`` (written into ``out`` when given).
+    """One RGB image → float32 ``3 × size × size`` (written into ``out`` when given). ``image`` is a
+    Pillow image or RGBX pixels (``H × W × 4`` ``uint8``, as :func:`sparkvision.images.decode_pixels`
+    returns).
 
     ``window``: see :func:`resize_and_crop`. ``fast``: resample with :func:`resample_crop` (NumPy
     matrix products over the crop window only, normalised on the way out) instead of Pillow: the
     same filter and grid, within one grey level of Pillow's crop-window resize on a few values in
     10,000, a quarter less time.
     """
+    if isinstance(image, np.ndarray):
+        if fast and spec.do_resize:
+            return resample_crop(image, spec, out)
+        image = rgbx_image(image)
     if fast and spec.do_resize and image.mode == "RGB":
         return resample_crop(image, spec, out)
     pixels = np.asarray(resize_and_crop(image, spec, window=window), dtype=np.uint8)
@@ -406,27 +413,55 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.
     return buffer[:need].reshape(shape)
 
 
-def resample_crop(image: Image.Image, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+def rgbx_image(pixels: np.ndarray) -> Image.Image:
+    """An ``H × W × 4`` RGBX ``uint8`` array (as :func:`sparkvision.images.decode_pixels` returns) as
+    a Pillow ``"RGB"`` image (a copy)."""
+    return Image.fromarray(np.ascontiguousarray(_rgbx_array(pixels)[:, :, :3]))
+
+
+def _rgbx_array(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 4 or pixels.strides[2] != 1:
+        raise ConfigError(
+            f"expected RGBX pixels (H × W × 4 uint8, a pixel's bytes adjacent), got {pixels.dtype} "
+            f"{pixels.shape}"
+        )
+    return pixels
+
+
+def resample_crop(
+    image: Image.Image | np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None
+) -> np.ndarray:
     """Resize, centre-crop and normalise an RGB image into float32 ``3 × size × size``, computing
     only the crop window: Pillow's filter, within one grey level of :func:`resize_and_crop` with
     ``window=True`` on a few values in 10,000 (see the comment above).
 
-    The tasks' default ``decode="fast"`` mode uses it. ``"nearest"`` and crop windows above a
-    megapixel (non-JPEG images far larger than the model's input) go through Pillow instead.
+    ``image``: a Pillow ``"RGB"`` image, or RGBX pixels (``H × W × 4`` ``uint8``, rows and columns
+    may be strided views, as :func:`sparkvision.images.decode_pixels` returns them), which are read
+    in place — no copy of the crop window. The tasks' default ``decode="fast"`` mode uses it.
+    ``"nearest"`` and crop windows above a megapixel (non-JPEG images far larger than the model's
+    input) go through Pillow instead.
     """
-    if image.mode != "RGB":
+    if isinstance(image, np.ndarray):
+        pixels = _rgbx_array(image)
+        height, width = pixels.shape[:2]
+    elif image.mode != "RGB":
         raise ConfigError(f"resample_crop needs an RGB image, got mode {image.mode!r}")
-    width, height = image.size
+    else:
+        pixels = None
+        width, height = image.size
     plan = _plan(spec, width, height) if spec.interpolation in _FILTERS else None
     if plan is None:
-        return preprocess(image, spec, out, window=True)
+        return preprocess(image if pixels is None else rgbx_image(pixels), spec, out, window=True)
     across, down, strips = plan
-    rows, cols, side = down.stop - down.start, across.stop - across.start, spec.size
+    rows, side = down.stop - down.start, spec.size
     # Pixels travel as RGBX (Pillow's own layout): 16 bytes a pixel in float32, so that a whole
     # pixel moves as one complex128 when the passes swap axes — NumPy transposes 16-byte items
     # several times faster than three 4-byte channels.
-    window = image.crop((across.start, down.start, across.stop, down.stop)).tobytes("raw", "RGBX")
-    words = np.frombuffer(window, dtype=np.uint32).reshape(rows, cols)
+    if pixels is None:
+        window = image.crop((across.start, down.start, across.stop, down.stop)).tobytes("raw", "RGBX")
+        words = np.frombuffer(window, dtype=np.uint32).reshape(rows, across.stop - across.start)
+    else:  # one 32-bit word a pixel, a view of the window (any row and column strides)
+        words = pixels.view(np.uint32)[down.start : down.stop, across.start : across.stop, 0]
     # Pass 1, horizontal: columns first (the window transposed), so each block is weights @ rows; a
     # strip of columns at a time keeps the float copy of the window small.
     passed = _scratch("passed", (side, 4 * rows))

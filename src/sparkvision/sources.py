@@ -17,14 +17,15 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, InputNotFoundError
-from .images import DecodedImage, iter_image_files
+from .images import DecodedImage, DecodedPixels, iter_image_files
 from .results import PreparedImage
 
 __all__ = ["SINGLE_INPUTS", "InMemorySources", "iter_sources"]
 
 #: Inputs that are one image each (anything else iterable is a collection of inputs).
 SINGLE_INPUTS = (
-    str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, DecodedImage, PreparedImage,
+    str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, DecodedImage, DecodedPixels,
+    PreparedImage,
 )  # fmt: skip
 
 

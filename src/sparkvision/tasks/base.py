@@ -17,7 +17,7 @@ import numpy as np
 
 from ..engine import Engine, forget_engines, get_engine
 from ..errors import ConfigError, ImageDecodeError, ModelFormatError, SparkvisionError
-from ..images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from ..images import DEFAULT_MAX_PIXELS, DecodedImage, DecodedPixels, decode_image, decode_pixels
 from ..models.catalogue import DEFAULT_MODEL, rebuildable, resolve_model
 from ..models.quantize import warn_if_saturating
 from ..models.spec import MODEL_FILE, ModelSpec
@@ -64,7 +64,7 @@ def draft_short_side(spec: PreprocessSpec) -> int:
     return 2 * spec.resize_short_side
 
 
-def crop_window_resize(decoded: DecodedImage, spec: PreprocessSpec) -> bool:
+def crop_window_resize(decoded: DecodedImage | DecodedPixels, spec: PreprocessSpec) -> bool:
     """Whether the fast mode resamples only the crop window (see
     :func:`sparkvision.preprocess.resample_crop`): for every image it resizes and crops.
 
@@ -75,7 +75,7 @@ def crop_window_resize(decoded: DecodedImage, spec: PreprocessSpec) -> bool:
     "Performance"); the ``exact`` mode, for parity checks, always resizes the whole image and crops,
     bit-identical to the reference frameworks.
     """
-    return spec.do_resize and spec.resize_shape(*decoded.image.size) != (spec.size, spec.size)
+    return spec.do_resize and spec.resize_shape(*decoded.size) != (spec.size, spec.size)
 
 
 def load(name: str | Path = DEFAULT_MODEL, **options: Any) -> ImageTask:
@@ -197,13 +197,16 @@ class ImageTask:
                 )
             return source
         try:
-            if isinstance(source, DecodedImage):
+            if isinstance(source, (DecodedImage, DecodedPixels)):
                 decoded = source
             else:
                 limit = self.max_pixels if max_pixels is None else max_pixels
-                draft = None if exact else draft_short_side(spec)
-                decoded = decode_image(source, max_pixels=limit, min_short_side=draft)
-            pixels = preprocess(decoded.image, spec, fast=not exact and crop_window_resize(decoded, spec))
+                if exact:
+                    decoded = decode_image(source, max_pixels=limit)
+                else:  # plain JPEGs straight into an array (images.decode_pixels)
+                    decoded = decode_pixels(source, max_pixels=limit, min_short_side=draft_short_side(spec))
+            image = decoded.pixels if isinstance(decoded, DecodedPixels) else decoded.image
+            pixels = preprocess(image, spec, fast=not exact and crop_window_resize(decoded, spec))
         except SparkvisionError:
             raise
         except Exception as exc:  # a decoder bug
