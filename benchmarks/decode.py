@@ -50,78 +50,100 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import make_jpeg_folder
+from _data import DEFAULT_DIR, make_jpeg_folder
 
 from sparkvision import Classifier
-from sparkvision.images import decode_image
+from sparkvision.images import DecodedPixels, decode_image, decode_pixels
 from sparkvision.preprocess import PreprocessSpec, preprocess, resize_and_crop
+from sparkvision.results import PreparedImage
 from sparkvision.tasks.base import draft_short_side
 
 
 def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Path], np.ndarray]]:
     fast = Classifier(model_dir, decode="fast")
     exact = Classifier(model_dir, decode="exact")
+    draft = draft_short_side(spec)
 
     def issue_time(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft_short_side(spec))
+        d = decode_image(path, min_short_side=draft)
         pixels = np.asarray(resize_and_crop(d.image, spec), dtype=np.uint8)
         out = np.empty((3, spec.size, spec.size), dtype=np.float32)
         np.multiply(pixels.transpose(2, 0, 1), spec._scale, out=out, casting="unsafe")
         out += spec._shift
         return out
 
+    def pillow_numpy(path: Path) -> np.ndarray:
+        d = decode_image(path, min_short_side=draft)
+        return preprocess(d.image, spec, fast=True)
+
     def pillow_window(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft_short_side(spec))
+        d = decode_image(path, min_short_side=draft)
         return preprocess(d.image, spec, window=True)
 
     def dct_1x(path: Path) -> np.ndarray:
         d = decode_image(path, min_short_side=spec.resize_short_side)
         return preprocess(d.image, spec, window=True)
 
-    def before(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft_short_side(spec))
-        return preprocess(d.image, spec, window=d.reduced or min(d.image.size) >= 2 * spec.resize_short_side)
-
     def reducing_gap(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft_short_side(spec))
+        d = decode_image(path, min_short_side=draft)
         new_w, new_h = spec.resize_shape(*d.image.size)
         image = d.image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=2.0)
         return preprocess(image.crop(spec.crop_box(new_w, new_h)), spec)
 
+    def drafted(times: int) -> Callable[[Path], np.ndarray]:
+        def run(path: Path) -> np.ndarray:
+            d = decode_pixels(path, min_short_side=times * spec.resize_short_side)
+            return preprocess(d.pixels if isinstance(d, DecodedPixels) else d.image, spec, fast=True)
+
+        return run
+
+    def turbo(**flags: bool) -> Callable[[Path], np.ndarray]:
+        def run(path: Path) -> np.ndarray:
+            data = path.read_bytes()
+            h, w = simplejpeg.decode_jpeg_header(data)[:2]
+            scale = next(s for s in (8, 4, 2, 1) if s <= min(h, w) // draft) if min(h, w) >= 2 * draft else 1
+            rgbx = simplejpeg.decode_jpeg(
+                data, "RGBX", min_height=-(-h // scale), min_width=-(-w // scale), **flags
+            )
+            return preprocess(rgbx, spec, fast=True)
+
+        return run
+
+    def eighths(times: float) -> Callable[[Path], np.ndarray]:
+        """libjpeg-turbo's M/8 DCT scales (3/8, 5/8...: no SIMD IDCT), short side >= times x target."""
+
+        def run(path: Path) -> np.ndarray:
+            data = path.read_bytes()
+            h, w = simplejpeg.decode_jpeg_header(data)[:2]
+            need = int(times * spec.resize_short_side)
+            rgbx = simplejpeg.decode_jpeg(
+                data, "RGBX", min_height=need if h <= w else 0, min_width=need if w < h else 0
+            )
+            return preprocess(rgbx, spec, fast=True)
+
+        return run
+
     found: dict[str, Callable[[Path], np.ndarray]] = {
         "fast": lambda p: fast.prepare(p).pixels,
         "issue-time": issue_time,
+        "pillow-numpy": pillow_numpy,
         "pillow-window": pillow_window,
-        "before": before,
         "exact": lambda p: exact.prepare(p).pixels,
+        "draft-3x": drafted(3),
+        "draft-4x": drafted(4),
+        "eighths-2x": eighths(2),
+        "eighths-3x": eighths(3),
+        "turbo": turbo(),
+        "turbo-fastdct": turbo(fastdct=True),
+        "turbo-fastup": turbo(fastupsample=True),
+        "turbo-fast-both": turbo(fastdct=True, fastupsample=True),
         "gap-2": reducing_gap,
         "dct-1x": dct_1x,
     }
-    try:
-        import simplejpeg
-    except ImportError:
-        return found
-
-    def turbo_rgb(path: Path) -> np.ndarray:
-        data = path.read_bytes()
-        h, w = simplejpeg.decode_jpeg_header(data)[:2]
-        short, target = min(h, w), 2 * spec.resize_short_side
-        scale = next(s for s in (8, 4, 2, 1) if s <= short // target or s == 1)
-        side = -(-short // scale) if scale > 1 else 0
-        return simplejpeg.decode_jpeg(
-            data, "RGB", min_height=side if h <= w else 0, min_width=side if w < h else 0
-        )
-
-    def turbo(path: Path) -> np.ndarray:
-        data_short = min(simplejpeg.decode_jpeg_header(path.read_bytes())[:2])
-        rgb = turbo_rgb(path)
-        window = data_short >= 2 * spec.resize_short_side  # drafted or large: as the fast mode
-        return preprocess(Image.fromarray(rgb), spec, window=window)
-
-    found["simplejpeg"] = turbo
     try:
         import cv2
     except ImportError:
@@ -129,7 +151,8 @@ def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Pat
     cv2.setNumThreads(1)
 
     def opencv(path: Path) -> np.ndarray:
-        rgb = turbo_rgb(path)
+        data = path.read_bytes()
+        rgb = simplejpeg.decode_jpeg(data, "RGB")
         new_w, new_h = spec.resize_shape(rgb.shape[1], rgb.shape[0])
         resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
         left, top, right, bottom = spec.crop_box(new_w, new_h)
@@ -160,17 +183,51 @@ def measure(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def agreement(names: list[str], folders: dict[str, Path]) -> None:
-    """Top-1 agreement of fast with exact on every photo of the folders, per model."""
+def photo_jpegs() -> Path:
+    """The tests' 102 real photos and variations (``tests/real_photos.py``) as JPEGs (quality 90) at
+    three sizes: their own, long side 500 (ImageNet-sized) and long side 3000 (camera-sized: drafted)."""
+    folder = DEFAULT_DIR / "photo-set-3-sizes"
+    if (folder / ".complete").exists():
+        return folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from real_photos import photo_set
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (_, image) in enumerate(photo_set()):
+        for tag, long_side in (("own", 0), ("500", 500), ("3000", 3000)):
+            if long_side:
+                scale = long_side / max(image.size)
+                size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+                image_at = image.resize(size, Image.Resampling.BICUBIC)
+            else:
+                image_at = image
+            image_at.save(folder / f"photo_{i:03d}_{tag}.jpg", quality=90)
+    (folder / ".complete").touch()
+    return folder
+
+
+def agreement(names: list[str], folders: dict[str, Path], variants: list[str]) -> None:
+    """Top-1 agreement with exact of fast (and of the named candidates) on every photo, per model."""
     for name in names:
-        fast = Classifier.pretrained(name, decode="fast")
         exact = Classifier.pretrained(name, decode="exact")
-        for title, folder in folders.items():
-            files = sorted(folder.glob("*.jpg"))
-            fast_top = [r.class_ids[0] for r in fast.classify_batch(files, top_k=1)]
-            exact_top = [r.class_ids[0] for r in exact.classify_batch(files, top_k=1)]
-            same = sum(f == e for f, e in zip(fast_top, exact_top))
-            print(f"{name}, {title}: fast and exact agree on the top label of {same}/{len(files)}")
+        spec = exact.spec.preprocess
+        runs = candidates(spec, exact.model_dir)
+        files = [f for folder in folders.values() for f in sorted(folder.glob("*.jpg"))]
+        exact_top = np.array([r.class_ids[0] for r in exact.classify_batch(files, top_k=1)])
+        for variant in ["fast", *variants]:
+            prepared = [PreparedImage(runs[variant](f), 0, 0, spec) for f in files]
+            top = np.array([r.class_ids[0] for r in exact.classify_batch(prepared, top_k=1)])
+            same, start = top == exact_top, 0
+            parts = []
+            for title, folder in folders.items():
+                n = len(list(folder.glob("*.jpg")))
+                parts.append(f"{title.split(' (')[0]} {int(same[start : start + n].sum())}/{n}")
+                start += n
+            print(
+                f"{name}, {variant}: agrees with exact on the top label of {int(same.sum())}/{len(files)} "
+                f"({same.mean():.4f}; " + ", ".join(parts) + ")",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -187,7 +244,11 @@ def main() -> None:
         "--agreement",
         nargs="+",
         metavar="MODEL",
-        help="instead of timing: fast vs exact top-1 for these models",
+        help="instead of timing: fast vs exact top-1 for these models, on the folders and the tests' "
+        "102 photos at three sizes",
+    )
+    parser.add_argument(
+        "--variants", nargs="*", default=[], help="with --agreement: candidates to check as well as fast"
     )
     args = parser.parse_args()
 
@@ -203,7 +264,8 @@ def main() -> None:
     if args.mixed:
         folders["throughput.py's photos (long side 300-2000)"] = make_jpeg_folder(args.mixed)
     if args.agreement:
-        agreement(args.agreement, folders)
+        folders["the tests' 102 photos at three sizes"] = photo_jpegs()
+        agreement(args.agreement, folders, args.variants)
         return
     for title, folder in folders.items():
         files = sorted(folder.glob("*.jpg"))

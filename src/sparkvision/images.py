@@ -353,10 +353,18 @@ def _decode(
         if view.nbytes == 0:
             raise ImageUnavailableError("empty image data (0 bytes): nothing to decode")
         encoded = view if view.c_contiguous else view.tobytes()
+        if straight and encoded[:3] == _JPEG_SOI:
+            return _decode_jpeg_data(encoded, max_pixels, min_short_side)
         return _decode_stream(io.BytesIO(encoded), max_pixels, min_short_side, straight)
     if isinstance(source, (str, os.PathLike)):
         path = os.fsdecode(os.fspath(source))
         with _open_image_file(path) as fh:
+            if straight and fh.peek(3)[:3] == _JPEG_SOI:
+                try:
+                    data = fh.read()
+                except OSError as exc:
+                    raise ImageUnavailableError(f"cannot read the file: {_os_reason(exc)}") from None
+                return _decode_jpeg_data(data, max_pixels, min_short_side)
             return _decode_stream(fh, max_pixels, min_short_side, straight)
     if source is None:
         raise ImageUnavailableError("no image data (got None)")
@@ -436,20 +444,82 @@ def _decode_stream(
     return _finish(img, max_pixels, min_short_side, allow_draft=True, copy=False)
 
 
-def _decode_turbo(
-    img: Image.Image, fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None
-) -> DecodedPixels | None:
-    """Decode a plain JPEG whose header Pillow has read with libjpeg-turbo's TurboJPEG API into RGBX;
-    ``None`` (Pillow decodes it, or says what is wrong) when libjpeg-turbo reports any problem."""
-    width, height = img.size
+_JPEG_SOI = b"\xff\xd8\xff"
+# Start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC, which share the range).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_EXIF_PREFIX = b"Exif\x00\x00"
+
+
+def _plain_jpeg_header(data: bytes | memoryview) -> tuple[int, int, str, bytes | None] | None:
+    """``(width, height, Pillow's mode, EXIF block)`` of a JPEG whose header needs nothing of Pillow:
+    one or three components, at most one EXIF segment, no XMP (Pillow reads an orientation there too)
+    and no multi-picture index (MPO). ``None`` for anything else, and for any header that does not
+    parse — Pillow's own reader then handles the file."""
+    size = len(data)
+    i, frame, exif = 2, None, None
+    while i + 4 <= size:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: the header is complete
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD9:
+            return None  # no standalone markers belong in a header
+        length = (data[i + 2] << 8) | data[i + 3]
+        if length < 2 or i + 2 + length > size:
+            return None
+        segment = bytes(data[i + 4 : i + min(2 + length, 40)])
+        if marker in _SOF_MARKERS:
+            if frame is not None or length < 8:
+                return None
+            frame = ((data[i + 7] << 8) | data[i + 8], (data[i + 5] << 8) | data[i + 6], data[i + 9])
+        elif marker == 0xE1 and segment.startswith(_EXIF_PREFIX):
+            if exif is not None:
+                return None  # Pillow joins several EXIF segments
+            exif = bytes(data[i + 4 : i + 2 + length])
+        elif (marker == 0xE1 and segment.startswith(b"http://ns.adobe.com/xap/")) or (
+            marker == 0xE2 and segment.startswith(b"MPF\x00")
+        ):
+            return None
+        i += 2 + length
+    if frame is None or i + 4 > size:
+        return None
+    width, height, components = frame
+    if components not in (1, 3):
+        return None  # CMYK / YCCK: Pillow converts them
+    return width, height, "L" if components == 1 else "RGB", exif
+
+
+def _decode_jpeg_data(
+    data: bytes | memoryview, max_pixels: int, min_short_side: int | None
+) -> DecodedImage | DecodedPixels:
+    """A JPEG's bytes: a plain one straight through libjpeg-turbo, headers Pillow must read (MPO,
+    XMP, CMYK...) through Pillow's reader, and anything libjpeg-turbo refuses through Pillow's
+    decoder (which raises the same error, or decodes, as :func:`decode_image`)."""
+    header = _plain_jpeg_header(data)
+    if header is None:
+        return _decode_stream(io.BytesIO(data), max_pixels, min_short_side, straight=True)
+    width, height, mode, exif = header
     _check_pixels(width, height, max_pixels)
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    pixels = None
+    if pillow_limit is None or width * height <= 2 * pillow_limit:  # else Pillow's own refusal
+        pixels = _turbo_pixels(data, width, height, min_short_side)
+    if pixels is None:
+        return _decode_stream(io.BytesIO(data), max_pixels, min_short_side, straight=False)
+    orientation = _exif_block_orientation(exif) if exif is not None else 1
+    return _oriented(pixels, width, height, orientation, mode, "JPEG")
+
+
+def _turbo_pixels(
+    data: bytes | memoryview, width: int, height: int, min_short_side: int | None
+) -> np.ndarray | None:
+    """RGBX pixels from libjpeg-turbo at Pillow's draft scale, or ``None`` when it reports anything."""
     scale = _draft_scale(width, height, min_short_side) if min_short_side else 1
     want = (-(-height // scale), -(-width // scale))
-    if isinstance(fp, io.BytesIO):
-        data: bytes | memoryview = fp.getbuffer()
-    else:
-        fp.seek(0)
-        data = fp.read()
     try:
         # strict: libjpeg's warnings (premature end of data, corrupt segments) raise ValueError
         # instead of returning grey-padded or damaged pixels.
@@ -462,16 +532,40 @@ def _decode_turbo(
         )
     except Exception:  # libjpeg-turbo refused the data: Pillow's decoder gives the verdict
         return None
-    finally:
-        if isinstance(data, memoryview):
-            data.release()
     if pixels.shape != (*want, 4):  # a scale Pillow would not pick: let Pillow decode it
         return None
-    orientation = _exif_orientation(img)
+    return pixels
+
+
+def _oriented(
+    pixels: np.ndarray, width: int, height: int, orientation: int, mode: str, fmt: str | None
+) -> DecodedPixels:
     pixels = _orient_array(pixels, orientation)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return DecodedPixels(pixels=pixels, width=width, height=height, source_mode=img.mode, format=img.format)
+    return DecodedPixels(pixels=pixels, width=width, height=height, source_mode=mode, format=fmt)
+
+
+def _decode_turbo(
+    img: Image.Image, fp: io.BufferedIOBase | io.BytesIO, max_pixels: int, min_short_side: int | None
+) -> DecodedPixels | None:
+    """Decode a plain JPEG whose header Pillow has read with libjpeg-turbo's TurboJPEG API into RGBX;
+    ``None`` (Pillow decodes it, or says what is wrong) when libjpeg-turbo reports any problem."""
+    width, height = img.size
+    _check_pixels(width, height, max_pixels)
+    if isinstance(fp, io.BytesIO):
+        data: bytes | memoryview = fp.getbuffer()
+    else:
+        fp.seek(0)
+        data = fp.read()
+    try:
+        pixels = _turbo_pixels(data, width, height, min_short_side)
+    finally:
+        if isinstance(data, memoryview):
+            data.release()
+    if pixels is None:
+        return None
+    return _oriented(pixels, width, height, _exif_orientation(img), img.mode, img.format)
 
 
 def _draft_scale(width: int, height: int, min_short_side: int) -> int:
@@ -627,6 +721,19 @@ def _decode_failure(exc: BaseException, part: str = "data") -> ImageDecodeError:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _exif_block_orientation(block: bytes) -> int:
+    """The orientation (1–8) in a JPEG's EXIF segment, read as :func:`_exif_orientation` reads it."""
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exif = Image.Exif()
+            exif.load(block)
+            value = int(exif.get(_EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # a damaged block says nothing about the pixels
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def _exif_orientation(img: Image.Image) -> int:

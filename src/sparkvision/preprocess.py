@@ -267,9 +267,12 @@ def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.
 # of the scheduler must stay on its one core.
 
 _GEMM_SIZE = 1 << 18
-#: Larger crop windows (only non-JPEG images far above the model's size) go through Pillow.
+#: Larger crop windows of a Pillow image (copied out of it as RGBX) go through Pillow's resampler.
 _MAX_WINDOW_PIXELS = 1 << 20
-#: Input columns converted to float at once: a per-thread buffer of at most 128 × 1,024 × 16 bytes.
+#: Arrays are read in place, so only the float copies grow with the window (a strip of at most
+#: _STRIP_COLUMNS columns, and side × rows after the first pass): 8,192 window rows need ≈ 60 MB.
+_MAX_WINDOW_ROWS = 8192
+#: Input columns converted to float at once: a per-thread buffer of 128 × rows × 16 bytes.
 _STRIP_COLUMNS = 128
 
 
@@ -369,17 +372,21 @@ def _axis_plan(
 
 
 @functools.lru_cache(maxsize=512)
-def _plan(spec: PreprocessSpec, width: int, height: int) -> tuple[_AxisPlan, _AxisPlan, tuple] | None:
+def _plan(
+    spec: PreprocessSpec, width: int, height: int, in_place: bool = False
+) -> tuple[_AxisPlan, _AxisPlan, tuple] | None:
     """Horizontal and vertical plans for one input size (cached: a folder has few distinct sizes), and
     the horizontal blocks grouped in strips of at most ``_STRIP_COLUMNS`` input columns; ``None`` when
-    the crop window is too large for the scratch buffers."""
+    the crop window is too large for the scratch buffers (``in_place``: the pixels are an array, read
+    without copying the window)."""
     new_w, new_h = spec.resize_shape(width, height)
     left, top, right, bottom = spec.crop_box(new_w, new_h)
     sx, sy = width / new_w, height / new_h
     down = _axis_plan(height, bottom - top, top * sy, bottom * sy, spec.interpolation, 4 * spec.size)
     rows = down.stop - down.start
     across = _axis_plan(width, right - left, left * sx, right * sx, spec.interpolation, 4 * rows)
-    if rows * (across.stop - across.start) > _MAX_WINDOW_PIXELS:
+    window = rows * (across.stop - across.start)
+    if rows > _MAX_WINDOW_ROWS or (not in_place and window > _MAX_WINDOW_PIXELS):
         return None
     strips: list[tuple[int, int, list]] = []
     for block in across.blocks:
@@ -438,8 +445,8 @@ def resample_crop(
     ``image``: a Pillow ``"RGB"`` image, or RGBX pixels (``H × W × 4`` ``uint8``, rows and columns
     may be strided views, as :func:`sparkvision.images.decode_pixels` returns them), which are read
     in place — no copy of the crop window. The tasks' default ``decode="fast"`` mode uses it.
-    ``"nearest"`` and crop windows above a megapixel (non-JPEG images far larger than the model's
-    input) go through Pillow instead.
+    ``"nearest"``, and crop windows of a Pillow image above a megapixel (non-JPEG images far larger
+    than the model's input), go through Pillow instead.
     """
     if isinstance(image, np.ndarray):
         pixels = _rgbx_array(image)
@@ -449,7 +456,7 @@ def resample_crop(
     else:
         pixels = None
         width, height = image.size
-    plan = _plan(spec, width, height) if spec.interpolation in _FILTERS else None
+    plan = _plan(spec, width, height, pixels is not None) if spec.interpolation in _FILTERS else None
     if plan is None:
         return preprocess(image if pixels is None else rgbx_image(pixels), spec, out, window=True)
     across, down, strips = plan
