@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from sparkvision import Classifier
@@ -182,3 +184,56 @@ def test_threads_decode_the_same_pixels(chelsea: Image.Image) -> None:
             threaded = list(pool.map(lambda p: decode_pixels(p, min_short_side=256).pixels, photos))
             for a, b in zip(single, threaded):
                 np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------------
+# damaged files: the same verdict as decode_image, whatever the damage
+# --------------------------------------------------------------------------------------------------
+
+FUZZ_SEEDS = []
+for _params in ({"quality": 80}, {"quality": 70, "progressive": True}, {"quality": 85, "subsampling": 0}):
+    _exif = Image.Exif()
+    _exif[0x0112] = 6
+    _small = Image.open(EXAMPLES / "coffee.jpg").convert("RGB").resize((64, 48))
+    FUZZ_SEEDS.append(jpeg(_small, exif=_exif.tobytes(), **_params))
+FUZZ_SEEDS.append(jpeg(_small.convert("L")))
+
+
+@st.composite
+def damaged_jpegs(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(FUZZ_SEEDS)))
+    for _ in range(draw(st.integers(1, 3))):
+        if len(data) < 4:
+            break
+        # half the time in the header (markers, lengths, EXIF), else anywhere
+        pos = draw(st.one_of(st.integers(2, min(400, len(data) - 1)), st.integers(2, len(data) - 1)))
+        op = draw(st.sampled_from(["flip", "truncate", "delete", "insert"]))
+        if op == "flip":
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 32))]
+        else:
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+@settings(deadline=None, database=None, max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged_jpegs(), st.sampled_from([None, 16]))
+def test_damaged_jpegs_get_the_same_verdict_as_decode_image(data: bytes, short_side: int | None) -> None:
+    limit = 1 << 20
+    try:
+        reference = decode_image(data, max_pixels=limit, min_short_side=short_side)
+    except ImageDecodeError as exc:
+        with pytest.raises(ImageDecodeError) as fast:
+            decode_pixels(data, max_pixels=limit, min_short_side=short_side)
+        assert type(fast.value) is type(exc)
+        return
+    fast = decode_pixels(data, max_pixels=limit, min_short_side=short_side)
+    assert (fast.width, fast.height, fast.source_mode) == (
+        reference.width,
+        reference.height,
+        reference.source_mode,
+    )
+    np.testing.assert_array_equal(np.asarray(fast.image), pillow_pixels(reference))
