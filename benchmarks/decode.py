@@ -6,27 +6,38 @@ photos (``_data.make_jpeg_folder``): ImageNet-sized (long side about 500, like a
 camera-sized (long side 2500-4000); ``--mixed N`` adds throughput.py's folder (long side 300-2000).
 Every candidate returns the model's float32 input. Candidates:
 
-* ``fast``       — ``decode="fast"`` (the default): Pillow decode, JPEG ``draft`` halvings while the
-  short side stays >= 2 × the resize target, then ``preprocess.resample_crop``: Pillow's filter as
-  NumPy matrix products over the crop window only (pixels as RGBX so the passes swap axes cheaply),
-  rounded between the passes as Pillow does, normalised on the way out;
-* ``issue-time`` — the fixed baseline of issue 15 (the path when the issue was filed): the same draft,
-  Pillow resize of the whole image, crop, then the normalisation of that time (a mixed uint8 ×
-  float32 multiply, which NumPy runs through its buffered float64 loop);
+* ``fast``       — ``decode="fast"`` (the default): a plain JPEG goes straight from libjpeg-turbo
+  (``simplejpeg``, strict) into an RGBX array (``images.decode_pixels``), at a reduced DCT scale while
+  the short side stays >= 3 × the resize target, then ``preprocess.resample_crop`` reads the array in
+  place: Pillow's filter as NumPy matrix products over the crop window only, rounded between the
+  passes as Pillow does, normalised on the way out;
+* ``issue-time`` — the fixed baseline of issue 15 (the path when the issue was filed): Pillow decode,
+  ``draft`` while the short side stays >= 2 × the resize target, Pillow resize of the whole image,
+  crop, then the normalisation of that time (a mixed uint8 × float32 multiply, which NumPy runs
+  through its buffered float64 loop);
+* ``pillow-numpy`` — the fast mode before session 7: Pillow decode and draft (2 ×), then
+  ``resample_crop`` on the Pillow image (its crop window copied out as RGBX);
 * ``pillow-window`` — the fast mode before ``resample_crop``: the same draft, Pillow resampling only
   the crop window (``resize(box=...)``), today's normalisation;
-* ``before``     — the fast mode before the crop window was used below 2 × the resize target:
-  crop-window resampling for large downscales only, exact resize-then-crop below;
+* ``draft-2x`` / ``draft-3x`` / ``draft-4x`` — ``fast``'s decoder and resampler with the DCT scale
+  chosen for a short side >= 2 / 3 / 4 × the resize target (3 × is the default: see ``--agreement``);
+* ``turbo`` — simplejpeg called directly (no header checks, no EXIF) at ``fast``'s scale, then the
+  resampler: the floor of ``fast``'s decoding overhead;
+* ``turbo-fastdct`` / ``turbo-fastup`` / ``turbo-fast-both`` — rejected: the same with libjpeg-turbo's
+  fast integer IDCT and/or its fast (non-"fancy") chroma upsampling: 2-5 % less time, top-1
+  agreement with exact 0.96-0.98;
+* ``eighths-2x`` / ``eighths-3x`` — rejected: libjpeg-turbo's M/8 DCT scales (3/8, 5/8... no SIMD
+  IDCT), the smallest keeping the short side >= 2 / 3 × the target: lower agreement than halvings;
 * ``gap-2``      — rejected: Pillow's ``reducing_gap=2`` resize (a box ``reduce`` first); after the
   draft the factor is below 4, so it only adds a whole-image pass;
 * ``exact``      — ``decode="exact"``: full Pillow decode, resize then crop like the reference;
 * ``dct-1x``     — rejected: JPEG draft down to the resize target itself (changes top labels, README);
-* ``simplejpeg`` — rejected: libjpeg-turbo's TurboJPEG API through simplejpeg instead of Pillow's
-  decoder (same libjpeg-turbo underneath: the same pixels), DCT scales as Pillow's draft, then the
-  same resize (only when simplejpeg is installed);
-* ``opencv``     — rejected: simplejpeg + ``cv2.resize`` INTER_AREA (only when both are installed;
-  OpenCV is a 60 MB wheel, and its resampling differs from Pillow's, which the models were
-  evaluated with).
+* ``opencv``     — rejected: simplejpeg + ``cv2.resize`` INTER_AREA (only when OpenCV is installed;
+  a 60 MB wheel, and its resampling differs from Pillow's, which the models were evaluated with).
+
+``--agreement MODEL...`` instead prints each model's top-1 agreement of ``fast`` (and of the
+``--variants``) with ``exact`` on every JPEG of the folders plus the tests' 102 real photos at three
+sizes (their own, long side 500, long side 3000): 586 JPEGs with ``--mixed 200``.
 
 Measured and not kept as candidates: NumPy passes on RGB
 arrays (the horizontal pass as a right-hand product with narrow blocks runs at a fifth of BLAS's
@@ -36,7 +47,10 @@ libjpeg's fast IDCT without fancy upsampling (``decoderconfig``: 4 % faster, pix
 off).
 
     python benchmarks/decode.py                  # 60 + 20 photos, 5 rounds
-    python benchmarks/decode.py --mixed 100 --only issue-time pillow-window exact
+    python benchmarks/decode.py --count 60 --large 10 --mixed 100 --rounds 7 \
+        --only issue-time pillow-numpy draft-2x turbo
+    python benchmarks/decode.py --mixed 200 --agreement efficientnet_lite0 efficientnet_lite1 \
+        efficientnet_lite2 --variants draft-2x
 """
 
 from __future__ import annotations
@@ -66,10 +80,11 @@ from sparkvision.tasks.base import draft_short_side
 def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Path], np.ndarray]]:
     fast = Classifier(model_dir, decode="fast")
     exact = Classifier(model_dir, decode="exact")
-    draft = draft_short_side(spec)
+    draft = draft_short_side(spec)  # 3x the resize target
+    draft2 = 2 * spec.resize_short_side  # the rule before session 7
 
     def issue_time(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft)
+        d = decode_image(path, min_short_side=draft2)
         pixels = np.asarray(resize_and_crop(d.image, spec), dtype=np.uint8)
         out = np.empty((3, spec.size, spec.size), dtype=np.float32)
         np.multiply(pixels.transpose(2, 0, 1), spec._scale, out=out, casting="unsafe")
@@ -77,11 +92,11 @@ def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Pat
         return out
 
     def pillow_numpy(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft)
+        d = decode_image(path, min_short_side=draft2)
         return preprocess(d.image, spec, fast=True)
 
     def pillow_window(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft)
+        d = decode_image(path, min_short_side=draft2)
         return preprocess(d.image, spec, window=True)
 
     def dct_1x(path: Path) -> np.ndarray:
@@ -89,7 +104,7 @@ def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Pat
         return preprocess(d.image, spec, window=True)
 
     def reducing_gap(path: Path) -> np.ndarray:
-        d = decode_image(path, min_short_side=draft)
+        d = decode_image(path, min_short_side=draft2)
         new_w, new_h = spec.resize_shape(*d.image.size)
         image = d.image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=2.0)
         return preprocess(image.crop(spec.crop_box(new_w, new_h)), spec)
@@ -133,6 +148,7 @@ def candidates(spec: PreprocessSpec, model_dir: Path) -> dict[str, Callable[[Pat
         "pillow-numpy": pillow_numpy,
         "pillow-window": pillow_window,
         "exact": lambda p: exact.prepare(p).pixels,
+        "draft-2x": drafted(2),
         "draft-3x": drafted(3),
         "draft-4x": drafted(4),
         "eighths-2x": eighths(2),
