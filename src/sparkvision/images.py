@@ -311,7 +311,7 @@ def decode_image(
       are clipped to 0–255. NaN becomes 0.
     """
     decoded = _decode(source, max_pixels, min_short_side, straight=False)
-    assert isinstance(decoded, DecodedImage)
+    assert isinstance(decoded, DecodedImage)  # only decode_pixels returns arrays
     return decoded
 
 
@@ -334,8 +334,10 @@ def decode_pixels(
     before decoding; libjpeg-turbo runs in strict mode, so a truncated or corrupt file — anything
     libjpeg-turbo warns about — goes to Pillow's decoder, which raises the same
     :class:`~sparkvision.errors.ImageDecodeError` (or decodes a file with a harmless warning) as
-    :func:`decode_image` would; never a padded image. Safe to call from several threads (the decoder
-    releases the GIL; each call has its own decompressor).
+    :func:`decode_image` would — a truncated file is refused, never padded. (Like
+    :func:`decode_image`, it accepts a JPEG whose scan is cut by an end-of-image marker with more data
+    after it: libjpeg only warns, and Pillow fills the rest of the image with grey.) Safe to call
+    from several threads (the decoder releases the GIL; each call has its own decompressor).
     """
     return _decode(source, max_pixels, min_short_side, straight=True)
 
