@@ -237,3 +237,15 @@ def test_damaged_jpegs_get_the_same_verdict_as_decode_image(data: bytes, short_s
         reference.source_mode,
     )
     np.testing.assert_array_equal(np.asarray(fast.image), pillow_pixels(reference))
+
+
+def test_oversized_jpeg_file_is_refused_as_too_large(tmp_path: Path, chelsea: Image.Image) -> None:
+    """A file (read in two parts: the header, then the rest) claiming 8000×8000 over 8 MB of junk
+    scan data: refused as too large, not judged corrupt."""
+    data = bytearray(jpeg(chelsea))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (8000).to_bytes(2, "big") * 2
+    path = tmp_path / "claims-64-megapixels.jpg"
+    path.write_bytes(bytes(data[:-2]) + b"\x00" * (8 << 20) + b"\xff\xd9")
+    with pytest.raises(ImageTooLargeError, match="8000×8000"):
+        decode_pixels(path, max_pixels=10_000_000)

@@ -363,7 +363,13 @@ def _decode(
         with _open_image_file(path) as fh:
             if straight and fh.peek(3)[:3] == _JPEG_SOI:
                 try:
-                    data = fh.read()
+                    # The header first: an oversized image is refused before the rest is read.
+                    data = fh.read(_HEADER_BYTES)
+                    header = _plain_jpeg_header(data)
+                    if header is not None:
+                        _check_pixels(header[0], header[1], max_pixels)
+                    if len(data) == _HEADER_BYTES:
+                        data += fh.read()
                 except OSError as exc:
                     raise ImageUnavailableError(f"cannot read the file: {_os_reason(exc)}") from None
                 return _decode_jpeg_data(data, max_pixels, min_short_side)
@@ -447,6 +453,9 @@ def _decode_stream(
 
 
 _JPEG_SOI = b"\xff\xd8\xff"
+#: A JPEG file's first bytes, read before the rest: enough for its header (EXIF segments are at most
+#: 64 KiB) in all but unusual files, whose size Pillow's reader then checks.
+_HEADER_BYTES = 1 << 18
 # Start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC, which share the range).
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _EXIF_PREFIX = b"Exif\x00\x00"
