@@ -174,7 +174,9 @@ def test_crop_window_whenever_the_spec_crops(tmp_path) -> None:
     spec = Classifier.pretrained().spec.preprocess  # short side 256, centre crop 224
     photo = Image.fromarray(skdata.chelsea())  # 451×300
     assert crop_window_resize(decode_image(photo), spec)
-    big = photo.resize((2400, 1596), Image.Resampling.BICUBIC)  # halved: 798 >= 3 × 256
+    big = photo.resize(
+        (2400, 1596), Image.Resampling.BICUBIC
+    )  # halved: 798 >= 2 × 256 (a quarter, 399, would be below)
     big.save(tmp_path / "big.jpg", quality=90)
     drafted = decode_image(tmp_path / "big.jpg", min_short_side=draft_short_side(spec))
     assert drafted.reduced and drafted.image.size == (1200, 798)

@@ -1,7 +1,7 @@
 """The two decode modes: ``exact`` reproduces the reference preprocessing for every image; ``fast`` (the
 default) decodes large JPEGs at a reduced DCT scale and resamples only the crop window with NumPy
-(``preprocess.resample_crop``) — within two levels of ``exact`` on a few values below three times the
-resize size, and the same top label on real photos."""
+(``preprocess.resample_crop``) — within two levels of ``exact`` on a few values below twice the resize
+size, and the same top label on real photos."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_exact_mode_reproduces_the_reference(lite0: Classifier, imagenet_sized: 
 def test_fast_mode_differs_from_exact_by_float_rounding_at_imagenet_size(
     lite0: Classifier, imagenet_sized: list[bytes]
 ) -> None:
-    """Below three times the resize size nothing is drafted; fast resamples only the crop window, in float
+    """Below twice the resize size nothing is drafted; fast resamples only the crop window, in float
     where Pillow uses fixed-point weights: at most 2 levels on fewer than 1 value in 1,000 (measured:
     up to 7 in 10,000, 2 levels on one photo, 1 elsewhere)."""
     exact = Classifier(lite0.model_dir, decode="exact")
@@ -79,7 +79,7 @@ def test_fast_mode_reduces_a_large_jpeg(lite0: Classifier) -> None:
     spec = lite0.spec.preprocess
     data = jpeg(Image.open(photo_paths()[0]).resize((2560, 1708)))  # short side 1708
     drafted = decode_image(data, min_short_side=draft_short_side(spec))
-    # halved to 854 (>= 3 × the 256 resize; a quarter, 427, would be below)
+    # halved to 854 (>= 2 × the 256 resize; a quarter, 427, would be below)
     assert (
         drafted.reduced
         and drafted.image.size == (1280, 854)
