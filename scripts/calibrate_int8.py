@@ -1,8 +1,8 @@
 """Measure the int8 activation ranges shipped for the EfficientNet-Lite models.
 
 Writes ``src/sparkvision/data/int8/efficientnet_lite{0,1,2}.json``: for every activation tensor of the
-fp32 model, its range on about a hundred real photos (the mean over batches of 8 of each batch's lowest and
-highest value), for the input of every convolution and of the classifier the mean of each channel (for bias
+fp32 model, its range on about a hundred real photos (the range whose 8-bit round trip loses least in mean
+squared error over the values the photos gave it, see ``sparkvision.models.quantize.collect_ranges``), for the input of every convolution and of the classifier the mean of each channel (for bias
 correction, see ``sparkvision.models.quantize``), and the few nodes that stay in float (``FLOAT_NODES``). With
 those ranges the catalogue's
 ``efficientnet_lite*_int8`` models are built on the user's machine from the fp32 model alone (see
@@ -104,6 +104,12 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument(
+        "--method",
+        choices=["mse", "average"],
+        default="mse",
+        help="how each tensor's range is chosen (average: session 6's averaged batch extremes)",
+    )
+    parser.add_argument(
         "--float-nodes", nargs="*", default=list(FLOAT_NODES), help="nodes to keep in float (none: all int8)"
     )
     args = parser.parse_args()
@@ -116,7 +122,9 @@ def main() -> None:
     for name in args.models:
         started = time.perf_counter()
         model_dir, _ = resolve_model(name)
-        ranges = collect_ranges(model_dir, images, calibration=DESCRIPTION, float_nodes=args.float_nodes)
+        ranges = collect_ranges(
+            model_dir, images, calibration=DESCRIPTION, float_nodes=args.float_nodes, method=args.method
+        )
         path = ranges.save(args.output / f"{name}.json")
         print(
             f"{name}: {len(ranges.ranges)} tensors from {ranges.images} images -> {path} "

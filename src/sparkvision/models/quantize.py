@@ -5,8 +5,8 @@ images (its "calibration"). We split the two steps so that users never need cali
 the catalogue models:
 
 1. :func:`collect_ranges` runs the fp32 model over calibration images and records each activation's
-   min/max (ONNX Runtime's MinMax calibrator) and the mean of every channel entering a convolution or
-   fully connected layer (for bias correction, below). For ``efficientnet_lite{0,1,2}`` this ran
+   range (by default the one whose 8-bit round trip loses least on the values seen, below) and the
+   mean of every channel entering a convolution or fully connected layer (for bias correction). For ``efficientnet_lite{0,1,2}`` this ran
    once, in ``scripts/calibrate_int8.py``, and its result ships in the package as JSON (the ranges
    take a few kilobytes, the channel means, as float16, 40-80 KB per model;
    ``sparkvision/data/int8/<model>.json``);
@@ -18,7 +18,7 @@ the catalogue models:
 --calibration DIR --name NAME``.
 
 The scheme: uint8 activations (asymmetric, per tensor), int8 weights per output channel (symmetric),
-QDQ format, 8-bit weights (7-bit in dense layers on CPUs without VNNI). Why:
+QDQ format, 8-bit weights (pair-limited in dense layers on CPUs without VNNI). Why:
 
 * u8 activations / s8 weights is what ONNX Runtime's documentation recommends for x86-64 CPUs, with
   and without VNNI; its int8 kernels use VNNI (``VPDPBUSD``) where the CPU has it and
@@ -26,10 +26,16 @@ QDQ format, 8-bit weights (7-bit in dense layers on CPUs without VNNI). Why:
 * per-channel weights: EfficientNet-Lite's depthwise convolutions (batch norm folded in) have very
   different ranges per channel; one scale per tensor loses accuracy.
 * the weight range depends on the CPU (:func:`reduce_range_for_cpu`): 8 bits where it has VNNI or
-  AMX; elsewhere (AVX2-only, AVX-512 without VNNI, unknown) 7 bits in every layer but the depthwise
-  ones, because ONNX Runtime's AVX2 kernel (``VPMADDUBSW``) saturates with 8-bit weights. The
-  catalogue's int8 models are built on the user's machine, so each gets its own; a cached one built
-  for the other kind of CPU is built again.
+  AMX; elsewhere (AVX2-only, AVX-512 without VNNI, unknown) ``"pairs"``: 8-bit weights whose
+  neighbouring input channels reach at most 128 steps together in every layer but the depthwise
+  ones, because ONNX Runtime's AVX2 kernel (``VPMADDUBSW``) adds two such products in a saturating
+  16-bit lane (session 6 used 7-bit weights there, twice as coarse). The catalogue's int8 models are
+  built on the user's machine, so each gets its own; a cached one built for the other kind of CPU
+  (or by session 6's rule) is built again.
+* activation ranges by least squared error (``collect_ranges(method="mse")``): per tensor, the range
+  whose uint8 round trip loses least over the calibration values, instead of the averaged batch
+  extremes of earlier releases; it lowered the int8-fp32 KL divergence on both halves of the test
+  photos for every model and weight range (docs/performance.md, session 7).
 * bias correction (Nagel et al., "Data-Free Quantization", 2019, section 4.2): rounding the weights
   to 8 bits shifts each output channel's mean by ``ΔW · E[x]`` (``ΔW``: the rounding error of its
   weights, ``E[x]``: the mean of its input channels on the calibration images). The shift is
@@ -104,9 +110,12 @@ RANGES_FILE = "int8_ranges.json"
 
 QuantFormat = Literal["qdq", "qoperator"]
 WeightType = Literal["int8", "uint8"]
-#: Weight range: ``False`` 8 bits, ``True`` 7 bits, ``"dense"`` 7 bits except depthwise convolutions
-#: (see :func:`reduce_range_for_cpu`); ``"auto"``: what :func:`reduce_range_for_cpu` picks here.
-ReduceRange = bool | Literal["dense", "auto"]
+#: Weight range: ``False`` 8 bits, ``True`` 7 bits, ``"dense"`` 7 bits except depthwise convolutions,
+#: ``"pairs"`` 8 bits with every two neighbouring input-channel weights of a dense layer within ±128
+#: together (see :func:`reduce_range_for_cpu`); ``"auto"``: what :func:`reduce_range_for_cpu` picks here.
+ReduceRange = bool | Literal["dense", "pairs", "auto"]
+#: The weight ranges :func:`reduce_range_for_cpu` can pick.
+WeightRange = bool | Literal["dense", "pairs"]
 
 
 @dataclass(frozen=True)
@@ -248,35 +257,41 @@ def cpu_flags() -> frozenset[str] | None:
     return None
 
 
-def reduce_range_for_cpu(flags: Iterable[str] | None = None) -> bool | Literal["dense"]:
+def reduce_range_for_cpu(flags: Iterable[str] | None = None) -> WeightRange:
     """The weight range for an int8 model built for a CPU with these flags (default: this CPU's).
 
     * VNNI or AMX (``avx512_vnni``, ``avx_vnni``, ``amx_int8``): ``False``, full 8-bit weights.
       ONNX Runtime multiplies u8 activations by s8 weights and accumulates in 32 bits: exact.
-    * anything else (AVX2-only x86, AVX-512 without VNNI, flags unknown): ``"dense"``, 7-bit
-      weights in every convolution and fully connected layer except the depthwise ones. There
-      ONNX Runtime's u8 × s8 GEMM uses ``VPMADDUBSW``, which adds pairs of products in a saturating
-      16-bit lane: 255 × 127 × 2 overflows it, 255 × 64 × 2 does not. With 8-bit weights Lite0's
-      top-1 agreement with fp32 on the 102 test photos is 0.96 with VNNI but 0.85 on the AVX2 path
-      (emulated: ``scripts/check_int8_avx2.py``); with 7-bit dense weights 0.92 on both paths, with
-      bit-identical outputs. Depthwise convolutions keep 8 bits: their kernel does not saturate
-      (bit-identical results on both paths), and 7 bits there cost agreement. The kernels and so
-      the speed are the same as with 8-bit weights; u8 weights (no saturation either) ran ≈ 5×
-      slower than fp32 on the VNNI machine.
+    * anything else (AVX2-only x86, AVX-512 without VNNI, flags unknown): ``"pairs"``. There ONNX
+      Runtime's u8 × s8 GEMM uses ``VPMADDUBSW``, which adds the products of two neighbouring input
+      channels (0 and 1, 2 and 3, …) in a saturating signed 16-bit lane: 255 × (127 + 127)
+      overflows it. With plain 8-bit weights Lite0's top-1 agreement with fp32 on the 102 test
+      photos was 0.96 with VNNI but 0.85 on the AVX2 path (emulated: ``scripts/check_int8_avx2.py``).
+      ``"pairs"`` keeps 8-bit weights but scales each output channel of a dense layer so that two
+      neighbouring weights never reach more than 128 steps together (255 × 128 fits): the sum
+      cannot saturate, so the AVX2 path computes exactly what VNNI does (bit-identical logits
+      under QEMU), and the step is only ≈ 1.1-1.4× an unconstrained 8-bit one where session 6's
+      ``"dense"`` (7-bit: |w| ≤ 64) doubled it — the int8-fp32 KL divergence of the dense layers'
+      rounding fell ≈ 3× (docs/performance.md, session 7). Depthwise convolutions keep plain 8
+      bits: their kernel does not saturate (bit-identical results on both paths). The kernels and so
+      the speed are those of 8-bit weights; u8 weights (no saturation either) ran ≈ 5× slower than
+      fp32 on the VNNI machine.
 
-    Unknown CPUs get the safe range: it loses some agreement, never the saturation's.
+    Unknown CPUs get the safe range: exact on either kind of kernel.
     """
     flags = cpu_flags() if flags is None else frozenset(flags)
     if flags is not None and flags & EXACT_INT8_FLAGS:
         return False
-    return "dense"
+    return "pairs"
 
 
-def _resolve_reduce_range(reduce_range: ReduceRange) -> bool | Literal["dense"]:
+def _resolve_reduce_range(reduce_range: ReduceRange) -> WeightRange:
     if reduce_range == "auto":
         return reduce_range_for_cpu()
-    if reduce_range not in (True, False, "dense"):
-        raise ConfigError(f"reduce_range must be True, False, 'dense' or 'auto', got {reduce_range!r}")
+    if reduce_range not in (True, False, "dense", "pairs"):
+        raise ConfigError(
+            f"reduce_range must be True, False, 'dense', 'pairs' or 'auto', got {reduce_range!r}"
+        )
     return reduce_range
 
 
@@ -297,7 +312,7 @@ def warn_if_saturating(spec: ModelSpec) -> None:
     if not is_int8(spec) or spec.name in _CHECKED_FOR_SATURATION:
         return
     _CHECKED_FOR_SATURATION.add(spec.name)  # reads /proc/cpuinfo: once per model and process
-    if _built_range(spec) is False and reduce_range_for_cpu() == "dense":
+    if _built_range(spec) is False and reduce_range_for_cpu() is not False:
         log.warning(
             "int8 model %r has 8-bit weights, built for a CPU with VNNI; this CPU has none, and ONNX "
             "Runtime's int8 kernel saturates with such weights here (lower accuracy). Quantize it on this "
@@ -336,6 +351,9 @@ def calibration_batches(
         yield np.stack(batch)
 
 
+RangeMethod = Literal["mse", "average"]
+
+
 def collect_ranges(
     model_dir: str | Path,
     images: Iterable[Any],
@@ -343,21 +361,31 @@ def collect_ranges(
     calibration: str = "",
     batch_size: int = 8,
     float_nodes: Sequence[str] = (),
+    method: RangeMethod = "mse",
 ) -> ActivationRanges:
     """Run the fp32 model in ``model_dir`` over ``images`` and record every activation's range and
     the channel means of every ``Conv`` / ``Gemm`` input (for bias correction); ``float_nodes``
     (node names of the fp32 graph) are recorded as the nodes to keep in float.
 
-    The range of a tensor is the mean, over batches of ``batch_size`` images, of its lowest and
-    highest value in the batch (ONNX Runtime's MinMax calibrator with ``moving_average``, its
-    ``CalibMovingAverage`` option), rather than the extremes over all images: a rare outlier then
-    widens the 8-bit step of every other image less. With bias correction, on the 102 test photos,
-    it raised top-1 agreement with fp32 from 0.89 to 0.96 (Lite0) and 0.87 to 0.89 (Lite1), Lite2
-    staying at 0.93. The model's input keeps its whole range.
+    ``method`` chooses each tensor's range from what the calibration images give it:
+
+    * ``"mse"`` (default): the range whose 8-bit round trip (uint8, ONNX Runtime's scale and zero
+      point) loses least in mean squared error over every value the tensor took (a histogram of
+      2,048 bins between its lowest and highest value; each end searched between 0.3× and 1× of
+      those): a wide range rounds every value coarsely, a narrow one clips the rare large values.
+      The ranges come out 0.6-1.3× as wide as ``"average"``'s (median ≈ 0.9×); against fp32 the
+      int8 models' KL divergence on the test photos fell 10-40 % on both halves of them
+      (docs/performance.md, session 7).
+    * ``"average"``: the mean, over batches of ``batch_size`` images, of the tensor's lowest and
+      highest value in the batch (what ONNX Runtime's MinMax calibrator gives with
+      ``moving_average``): a rare outlier widens the 8-bit step of every other image less than with
+      the extremes over all images.
+
+    The model's input keeps its whole range (8 bits over it are exactly the photo's grey levels).
     """
     require("onnx", extra="int8", purpose="calibrating a model for int8")
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator
-
+    if method not in ("mse", "average"):
+        raise ConfigError(f"method must be 'mse' or 'average', got {method!r}")
     model_dir = Path(model_dir)
     spec = load_model_dir(model_dir)
     if is_int8(spec):
@@ -368,31 +396,16 @@ def collect_ranges(
     if count == 0:
         raise InputNotFoundError("no readable calibration images")
     input_name = _input_name(model_dir / MODEL_FILE)
-
-    class _Reader:
-        def __init__(self) -> None:
-            self._it = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._it, None)
-            return None if batch is None else {input_name: batch}
-
     with tempfile.TemporaryDirectory(prefix="sparkvision-calibrate-") as tmp:
-        calibrator = create_calibrator(
-            model_dir / MODEL_FILE,
-            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"moving_average": True, "averaging_constant": 0.01},
-        )
-        calibrator.collect_data(_Reader())
-        data = calibrator.compute_data()
-        del calibrator
-        means = _channel_means(model_dir / MODEL_FILE, batches, input_name, Path(tmp), float_nodes)
-    ranges = {
-        name: (float(np.min(value.range_value[0])), float(np.max(value.range_value[1])))
-        for name, value in data.items()
-    }
-    # The pixels keep their whole range: 8 bits over it are exactly the photo's 256 grey levels.
+        stats = _ActivationStats(model_dir / MODEL_FILE, input_name, Path(tmp), float_nodes)
+        stats.collect(batches, histograms=method == "mse")
+    if method == "mse":
+        ranges = {name: stats.mse_range(name) for name in stats.tensors}
+    else:
+        ranges = {
+            name: (float(np.mean(stats.lowest[name])), float(np.mean(stats.highest[name])))
+            for name in stats.tensors
+        }
     ranges[input_name] = (min(float(b.min()) for b in batches), max(float(b.max()) for b in batches))
     return ActivationRanges(
         model=spec.name,
@@ -400,10 +413,103 @@ def collect_ranges(
         ranges=ranges,
         images=count,
         calibration=calibration,
-        method="minmax-moving-average",
-        channel_means=means,
+        method="mse-histogram" if method == "mse" else "minmax-moving-average",
+        channel_means=stats.channel_means(),
         float_nodes=tuple(float_nodes),
     )
+
+
+class _ActivationStats:
+    """What calibration records of the fp32 model's activations, batch by batch: each tensor's lowest
+    and highest value per batch, its histogram (for ``"mse"`` ranges), and the channel sums of every
+    quantized ``Conv`` / ``Gemm`` input (for bias correction). One ONNX Runtime session of the model
+    with every activation as an output."""
+
+    BINS = 2048
+
+    def __init__(self, model_file: Path, input_name: str, tmp: Path, float_nodes: Iterable[str]) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.load(str(model_file))
+        initializers = {i.name for i in model.graph.initializer}
+        self.input_name = input_name
+        self.tensors = sorted(
+            {v for node in model.graph.node for v in (*node.input, *node.output) if v} - initializers
+        )
+        self.layer_inputs = _layer_inputs(model, float_nodes)
+        outputs = {o.name for o in model.graph.output}
+        for name in self.tensors:
+            if name not in outputs:
+                model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+        path = tmp / "activations.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=model.ByteSize() > 1_500_000_000)
+        del model
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.lowest: dict[str, list[float]] = {n: [] for n in self.tensors}
+        self.highest: dict[str, list[float]] = {n: [] for n in self.tensors}
+        self.histograms: dict[str, np.ndarray] = {}
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = dict.fromkeys(self.layer_inputs, 0)
+
+    def _run(self, batch: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+        return zip(self.tensors, self._session.run(self.tensors, {self.input_name: batch}))
+
+    def collect(self, batches: Sequence[np.ndarray], *, histograms: bool) -> None:
+        wanted = set(self.layer_inputs)
+        for batch in batches:
+            for name, value in self._run(batch):
+                self.lowest[name].append(float(value.min()))
+                self.highest[name].append(float(value.max()))
+                if name in wanted:
+                    channels = np.moveaxis(value, 1, 0).reshape(value.shape[1], -1)
+                    self._sums[name] = self._sums.get(name, 0) + channels.sum(axis=1, dtype=np.float64)
+                    self._counts[name] += channels.shape[1]
+        if not histograms:
+            return
+        for batch in batches:  # a second pass: the bins span each tensor's extremes over all batches
+            for name, value in self._run(batch):
+                counts, _ = np.histogram(value, bins=self.BINS, range=self._extent(name))
+                self.histograms[name] = self.histograms.get(name, 0) + counts
+
+    def _extent(self, name: str) -> tuple[float, float]:
+        lo, hi = min(self.lowest[name]), max(self.highest[name])
+        return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+    def channel_means(self) -> dict[str, np.ndarray]:
+        return {n: (self._sums[n] / self._counts[n]).astype(np.float32) for n in self.layer_inputs}
+
+    def mse_range(self, name: str, steps: int = 60, narrowest: float = 0.3) -> tuple[float, float]:
+        """The range of ``name`` whose uint8 round trip has the least squared error over its histogram."""
+        lo, hi = self._extent(name)
+        edges = np.linspace(lo, hi, self.BINS + 1)
+        values, counts = (edges[:-1] + edges[1:]) / 2, self.histograms[name].astype(np.float64)
+        keep = counts > 0
+        values, counts = values[keep], counts[keep]
+        factors = np.linspace(narrowest, 1.0, steps)
+        lows = lo * factors if lo < 0 else np.array([lo])
+        highs = hi * factors if hi > 0 else np.array([hi])
+        best = (np.inf, lo, hi)
+        for low in lows:
+            error = _round_trip_error(values, counts, low, highs)
+            i = int(np.argmin(error))
+            if error[i] < best[0]:
+                best = (float(error[i]), float(low), float(highs[i]))
+        return best[1], best[2]
+
+
+def _round_trip_error(values: np.ndarray, counts: np.ndarray, low: float, highs: np.ndarray) -> np.ndarray:
+    """Squared error of ``values`` (weighted by ``counts``) after uint8 quantization with the range
+    ``(low, high)`` for each of ``highs``, as ONNX Runtime computes scale and zero point (the range
+    widened to include 0)."""
+    rmin = min(low, 0.0)
+    rmax = np.maximum(highs, 0.0)[:, None]
+    scale = np.where(rmax > rmin, (rmax - rmin) / 255, 1.0)
+    zero = np.clip(np.round(-rmin / scale), 0, 255)
+    restored = (np.clip(np.round(values / scale) + zero, 0, 255) - zero) * scale
+    return ((values - restored) ** 2 * counts).sum(axis=1)
 
 
 def _layer_inputs(model: Any, float_nodes: Iterable[str] = ()) -> list[str]:
@@ -424,39 +530,6 @@ def _layer_inputs(model: Any, float_nodes: Iterable[str] = ()) -> list[str]:
 
 def _attribute(node: Any, name: str, default: int) -> int:
     return next((int(a.i) for a in node.attribute if a.name == name), default)
-
-
-def _channel_means(
-    model_file: Path,
-    batches: Sequence[np.ndarray],
-    input_name: str,
-    tmp: Path,
-    float_nodes: Iterable[str] = (),
-) -> dict[str, np.ndarray]:
-    """Mean of each channel of every quantized ``Conv`` / ``Gemm`` input over the calibration batches."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(model_file))
-    wanted = _layer_inputs(model, float_nodes)
-    outputs = {o.name for o in model.graph.output}
-    for name in wanted:
-        if name not in outputs:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    path = tmp / "channel_means.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=model.ByteSize() > 1_500_000_000)
-    del model
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = dict.fromkeys(wanted, 0)
-    for batch in batches:
-        for name, value in zip(wanted, session.run(wanted, {input_name: batch})):
-            channels = np.moveaxis(value, 1, 0).reshape(value.shape[1], -1)
-            sums[name] = sums.get(name, 0) + channels.sum(axis=1, dtype=np.float64)
-            counts[name] += channels.shape[1]
-    return {name: (sums[name] / counts[name]).astype(np.float32) for name in wanted}
 
 
 #: The operators whose weights the quantizer turns to int8 (the layers one can keep in float).
@@ -514,8 +587,9 @@ def quantize_model_dir(
     labels) and clips every logit above the calibration images' highest.
 
     ``reduce_range``: ``"auto"`` (default) picks the weight range for this CPU
-    (:func:`reduce_range_for_cpu`: 8 bits with VNNI/AMX, else 7 bits except in depthwise layers); the
-    choice is recorded in the spec (``extra["quantization"]["reduce_range"]``).
+    (:func:`reduce_range_for_cpu`: 8 bits with VNNI/AMX, else ``"pairs"``); ``True`` (7 bits),
+    ``"dense"`` (7 bits but in depthwise layers) and ``"pairs"`` can be asked for. The choice is
+    recorded in the spec (``extra["quantization"]["reduce_range"]``).
 
     ``bias_correction`` (when the ranges carry channel means): quantize once, measure each layer's
     weight rounding error, correct the fp32 biases for it (see the module docstring), quantize
@@ -542,7 +616,7 @@ def quantize_model_dir(
         "int8 weights: %s%s",
         _RANGE_NOTE[reduce_range].removeprefix(", ") or "8-bit",
         " (this CPU has no VNNI/AMX: ONNX Runtime's AVX2 int8 kernels saturate with 8-bit weights)"
-        if reduce_range == "dense"
+        if reduce_range in ("dense", "pairs")
         else "",
     )
     source_dir, target_dir = Path(source_dir), Path(target_dir)
@@ -578,10 +652,14 @@ def quantize_model_dir(
 
     def quantized(fp32: Any, quant_format: QuantFormat) -> Any:
         extra: dict[str, Any] = {}
+        pairs: dict[str, int] = {}
         if reduce_range == "dense":
             extra["TensorQuantOverrides"] = {
                 w: [{"reduce_range": True, "axis": axis}] for w, axis in _dense_weights(fp32).items()
             }
+        elif reduce_range == "pairs":
+            pairs, overrides = _pair_overrides(fp32)
+            extra["TensorQuantOverrides"] = overrides
         args = (fp32, True, reduce_range is True)
         weights = QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8
         types = (weights, QuantType.QUInt8, tensors, [], excluded, op_types, extra)
@@ -590,6 +668,8 @@ def quantize_model_dir(
         else:
             quantizer = ONNXQuantizer(*args, QuantizationMode.QLinearOps, True, *types)
         quantizer.quantize_model()
+        if pairs:
+            _fit_pairs(quantizer.model.model, pairs)
         return quantizer.model.model
 
     for i, node in enumerate(model.graph.node):
@@ -668,7 +748,12 @@ def _requantized_float_layers(model: Any, float_nodes: Sequence[str]) -> list[st
     return found
 
 
-_RANGE_NOTE = {False: "", True: ", 7-bit range", "dense": ", 7-bit range except depthwise convolutions"}
+_RANGE_NOTE = {
+    False: "",
+    True: ", 7-bit range",
+    "dense": ", 7-bit range except depthwise convolutions",
+    "pairs": ", 8-bit range with neighbouring input-channel pairs within 128 in dense layers",
+}
 
 
 def _dense_weights(model: Any) -> dict[str, int]:
@@ -691,6 +776,103 @@ def _dense_weights(model: Any) -> dict[str, int]:
         else:
             weights[weight.name] = len(weight.dims) - 1
     return weights
+
+
+#: ``"pairs"``: how far two neighbouring int8 weights may reach together. ONNX Runtime's AVX2 kernel
+#: (``VPMADDUBSW``) adds the products of two neighbouring input channels in a signed 16-bit lane:
+#: 255 × 128 = 32,640 fits, 255 × 129 does not.
+PAIR_LIMIT = 128
+
+
+def _pair_overrides(model: Any) -> tuple[dict[str, tuple[np.ndarray, int, int]], dict[str, list]]:
+    """For ``reduce_range="pairs"``: each dense weight's per-channel range overrides for ONNX Runtime's
+    quantizer, and the weights whose pairs :func:`_fit_pairs` then checks (name → float weights,
+    channel axis, pair axis).
+
+    A layer whose input channels are the kernel's inner dimension (1×1 convolutions, ``Gemm``, 2-D
+    ``MatMul`` weights) keeps 8 bits, with each output channel's scale chosen so that no two
+    neighbouring input channels (0 and 1, 2 and 3, …) reach more than ``PAIR_LIMIT`` steps together:
+    ``max(max|w| / 127, max(|w[2j]| + |w[2j+1]|) / 128)``. Other dense layers (k×k convolutions, whose
+    kernel order of input channels and taps we do not rely on) get 7 bits, as with ``"dense"``."""
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    pairs: dict[str, tuple[np.ndarray, int, int]] = {}
+    overrides: dict[str, list] = {}
+    for weight_name, axis in _dense_weights(model).items():
+        weight = initializers[weight_name]
+        node = next(n for n in model.graph.node if len(n.input) > 1 and n.input[1] == weight_name)
+        pair_axis: int | None = None
+        if node.op_type == "Conv" and all(d == 1 for d in weight.dims[2:]):
+            pair_axis = 1
+        elif node.op_type == "Gemm" or (node.op_type == "MatMul" and len(weight.dims) == 2):
+            pair_axis = 1 - axis
+        if pair_axis is None:
+            overrides[weight_name] = [{"reduce_range": True, "axis": axis}]
+            continue
+        w = numpy_helper.to_array(weight).astype(np.float32)
+        rows = _pair_rows(np.abs(w), axis, pair_axis)
+        widest = np.maximum(rows.max(axis=(1, 2)), rows.sum(axis=2).max(axis=1) * 127 / PAIR_LIMIT)
+        overrides[weight_name] = [{"axis": axis, "rmin": -float(m), "rmax": float(m)} for m in widest]
+        pairs[weight_name] = (w, axis, pair_axis)
+    return pairs, overrides
+
+
+def _pair_rows(w: np.ndarray, axis: int, pair_axis: int) -> np.ndarray:
+    """``w`` as (output channels, pairs, 2) along ``pair_axis`` (an odd count padded with a zero)."""
+    rows = np.moveaxis(w, (axis, pair_axis), (0, 1)).reshape(w.shape[axis], w.shape[pair_axis], -1)
+    rows = np.moveaxis(rows, 2, 1).reshape(-1, w.shape[pair_axis])  # one row per (channel, rest)
+    rows = rows.reshape(w.shape[axis], -1, w.shape[pair_axis])
+    if rows.shape[2] % 2:
+        rows = np.concatenate([rows, np.zeros_like(rows[..., :1])], axis=2)
+    return rows.reshape(rows.shape[0], -1, 2)
+
+
+def _fit_pairs(model: Any, pairs: Mapping[str, tuple[np.ndarray, int, int]]) -> int:
+    """Where rounding took two neighbouring int8 weights of a ``"pairs"`` layer past ``PAIR_LIMIT``
+    together (each rounds by up to half a step), move the one rounded further outward one step
+    back (in place); returns how many pairs changed."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization.quant_utils import TENSOR_NAME_QUANT_SUFFIX
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    changed = 0
+    for name, (w, axis, pair_axis) in pairs.items():
+        quantized, scale = (
+            initializers.get(name + TENSOR_NAME_QUANT_SUFFIX),
+            initializers.get(name + "_scale"),
+        )
+        if quantized is None or scale is None:
+            continue
+        q = numpy_helper.to_array(quantized)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        exact = w / numpy_helper.to_array(scale).astype(np.float32).reshape(shape)
+        q_rows = _pair_rows(q.astype(np.int32), axis, pair_axis)
+        outward = np.abs(q_rows) - np.abs(_pair_rows(exact, axis, pair_axis))
+        over = np.abs(q_rows).sum(axis=2) > PAIR_LIMIT
+        if not over.any():
+            continue
+        pick = np.argmax(outward, axis=2)[..., None]
+        step = np.take_along_axis(np.sign(q_rows), pick, axis=2) * over[..., None]
+        np.put_along_axis(q_rows, pick, np.take_along_axis(q_rows, pick, axis=2) - step, axis=2)
+        if np.abs(q_rows).sum(axis=2).max() > PAIR_LIMIT:
+            raise ModelFormatError(f"{name}: int8 weights do not fit the pair limit")
+        fixed = _unpair_rows(q_rows, q.shape, axis, pair_axis).astype(q.dtype)
+        quantized.CopyFrom(numpy_helper.from_array(fixed, quantized.name))
+        changed += int(over.sum())
+    return changed
+
+
+def _unpair_rows(rows: np.ndarray, shape: Sequence[int], axis: int, pair_axis: int) -> np.ndarray:
+    """The inverse of :func:`_pair_rows`."""
+    channels, inner = shape[axis], shape[pair_axis]
+    rows = rows.reshape(channels, -1)
+    rest = rows.shape[1] // (inner + inner % 2)
+    rows = rows.reshape(channels, rest, inner + inner % 2)[..., :inner]
+    moved = [s for i, s in enumerate(shape) if i not in (axis, pair_axis)]
+    rows = np.moveaxis(rows, 2, 1).reshape(channels, inner, *moved)
+    return np.moveaxis(rows, (0, 1), (axis, pair_axis))
 
 
 def _unquantize_outputs(model: Any) -> int:
