@@ -22,10 +22,12 @@ Needs ``qemu-user`` (Debian: ``apt-get install qemu-user``)::
 
     nice -n 10 python scripts/check_int8_avx2.py --model efficientnet_lite0
     python scripts/check_int8_avx2.py --schemes qdq,qdq_7bitdense,qdq_7bit,qdq_u8u8,qoperator --fp32-photos 1
+    python scripts/check_int8_avx2.py --model efficientnet_lite2 --schemes qdq,qdq_pairs --stride 6 --fp32-photos 1
 
 Schemes: ``qdq`` / ``qoperator`` (format), then options: ``7bit`` (7-bit weights everywhere),
-``7bitdense`` (7-bit except depthwise convolutions: the rule's choice without VNNI), ``u8u8`` (uint8
-weights).
+``7bitdense`` (7-bit except depthwise convolutions: session 6's choice without VNNI), ``pairs`` (8-bit,
+neighbouring input-channel pairs within 128 steps in the dense layers: the rule's choice without VNNI
+since session 7), ``u8u8`` (uint8 weights).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def build_schemes(model: str, root: Path, schemes: list[str]) -> dict[str, Path]
                     d,
                     name=n,
                     quant_format=f,  # type: ignore[arg-type]
-                    reduce_range="dense" if "7bitdense" in o else "7bit" in o,
+                    reduce_range="pairs" if "pairs" in o else "dense" if "7bitdense" in o else "7bit" in o,
                     **({"weight_type": "uint8"} if "u8u8" in o else {}),
                 ),
             )
