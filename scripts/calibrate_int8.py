@@ -1,12 +1,13 @@
 """Measure the int8 activation ranges shipped for the EfficientNet-Lite models.
 
 Writes ``src/sparkvision/data/int8/efficientnet_lite{0,1,2}.json``: for every activation tensor of the
-fp32 model, its range on about a hundred real photos (the range whose 8-bit round trip loses least in mean
-squared error over the values the photos gave it, see ``sparkvision.models.quantize.collect_ranges``), for the input of every convolution and of the classifier the mean of each channel (for bias
-correction, see ``sparkvision.models.quantize``), and the few nodes that stay in float (``FLOAT_NODES``). With
-those ranges the catalogue's
-``efficientnet_lite*_int8`` models are built on the user's machine from the fp32 model alone (see
-``sparkvision.models.quantize``); no calibration image is needed there.
+fp32 model, its range on about a hundred real photos (the range whose 8-bit round trip loses least in
+squared error over the values the photos gave it; ``--method average``: session 6's averaged batch
+extremes; see ``sparkvision.models.quantize.collect_ranges``), for the input of every convolution and of
+the classifier the mean of each channel (for bias correction), and the few nodes that stay in float
+(``FLOAT_NODES``). With those ranges the catalogue's ``efficientnet_lite*_int8`` models are built on the
+user's machine from the fp32 model alone (see ``sparkvision.models.quantize``); no calibration image is
+needed there.
 
 The photos are ones anyone can obtain, all CC0 or public domain: the bundled ``examples/images``
 (scikit-image's sample photos), more of scikit-image's sample data (a motorcycle, the Hubble deep field, a

@@ -22,7 +22,7 @@ Needs ``qemu-user`` (Debian: ``apt-get install qemu-user``)::
 
     nice -n 10 python scripts/check_int8_avx2.py --model efficientnet_lite0
     python scripts/check_int8_avx2.py --schemes qdq,qdq_7bitdense,qdq_7bit,qdq_u8u8,qoperator --fp32-photos 1
-    python scripts/check_int8_avx2.py --model efficientnet_lite2 --schemes qdq,qdq_pairs --stride 6 --fp32-photos 1
+    python scripts/check_int8_avx2.py --model efficientnet_lite2 --schemes qdq,qdq_pairs --stride 6
 
 Schemes: ``qdq`` / ``qoperator`` (format), then options: ``7bit`` (7-bit weights everywhere),
 ``7bitdense`` (7-bit except depthwise convolutions: session 6's choice without VNNI), ``pairs`` (8-bit,

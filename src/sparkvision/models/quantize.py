@@ -6,10 +6,10 @@ the catalogue models:
 
 1. :func:`collect_ranges` runs the fp32 model over calibration images and records each activation's
    range (by default the one whose 8-bit round trip loses least on the values seen, below) and the
-   mean of every channel entering a convolution or fully connected layer (for bias correction). For ``efficientnet_lite{0,1,2}`` this ran
-   once, in ``scripts/calibrate_int8.py``, and its result ships in the package as JSON (the ranges
-   take a few kilobytes, the channel means, as float16, 40-80 KB per model;
-   ``sparkvision/data/int8/<model>.json``);
+   mean of every channel entering a convolution or fully connected layer (for bias correction). For
+   ``efficientnet_lite{0,1,2}`` this ran once, in ``scripts/calibrate_int8.py``, and its result
+   ships in the package as JSON (the ranges take a few kilobytes, the channel means, as float16,
+   40-80 KB per model; ``sparkvision/data/int8/<model>.json``);
 2. :func:`quantize_model_dir` builds the int8 ``model.onnx`` from the fp32 one and those ranges —
    offline, in about a second, on the user's machine (the catalogue's ``*_int8`` entries do this on
    first use).
