@@ -4,13 +4,15 @@ Measures, on the same folder of real-size JPEGs (long side 300–2000 px) in one
 
   (a) sparkvision's embedded path: ``Classifier.classify(folder)`` — decode, preprocess, ONNX Runtime,
       top-5 — images/s, for ``efficientnet_lite0`` (fp32) and ``efficientnet_lite0_int8``, in
-      alternating repeats (a noisy, shared machine then slows both alike);
+      alternating repeats (a noisy, shared machine then slows both alike), with its CPU per image
+      split, in those same runs, into decode + preprocess, the network and the rest (scheduling,
+      batching, top-k, results), and the cores it kept busy;
   (b) the baseline: Pillow + the reference preprocessing (short side to 256 bicubic, centre crop 224,
       normalise) + the reference ``efficientnet_lite_pytorch`` model in eager mode, batch 32,
       ``torch.inference_mode()``, torch threads = physical cores;
   (c) ONNX Runtime alone on pre-made tensors (the ceiling for (a)), fp32 and int8 alternating.
 
-and prints medians and the ratios a/b, a/c and int8/fp32. ``--memory`` also records the peak RSS of classifying
+and prints medians, the ratios a/b, a/c and int8/fp32, and the int8/fp32 ratio the parts allow. ``--memory`` also records the peak RSS of classifying
 N and 5·N images in fresh processes (memory must not grow with the folder size).
 
     python benchmarks/throughput.py                 # 300 images, 3 repeats
@@ -27,8 +29,11 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,24 +52,74 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class PartClock:
+    """CPU time spent inside wrapped calls, summed over the threads that made them.
+
+    ``time.thread_time`` is the calling thread's own CPU clock, so two lanes running at once are
+    counted separately and exactly, and other processes on a shared machine do not count. A lane's
+    ONNX Runtime session has one intra-op thread, which is the calling thread: the network's CPU
+    is inside ``engine.run``. In the pipelined mode (``--workers``) ORT's own threads do the work,
+    so the network part is not measured there (it falls into the rest).
+    """
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, part: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - started
+                with self._lock:
+                    self.cpu[part] = self.cpu.get(part, 0.0) + spent
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        with self._lock:
+            cpu, self.cpu = self.cpu, {}
+        return cpu
+
+
 def embedded(
-    folder: Path, batch_size: int, workers: int | None, repeats: int, decode: str
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Images/s end to end per model, the models taking turns within each repeat; and the CPU
-    milliseconds each image took (all threads), which a busy shared machine disturbs much less."""
+    folder: Path, batch_size: int | None, workers: int | None, repeats: int, decode: str
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+    """Images/s end to end per model, the models taking turns within each repeat; the CPU
+    milliseconds each image took (all threads), which a busy shared machine disturbs much less; and
+    that CPU split into parts measured inside the same runs (see :class:`PartClock`): decode +
+    preprocess (``Classifier.prepare``), the network (``Engine.run``), the rest (scheduling, batching,
+    top-k, results: the process's CPU minus the two), and the cores used (CPU time / wall time)."""
+    from sparkvision.engine import get_engine
+
     classifiers = {m: Classifier.pretrained(m, decode_workers=workers, decode=decode) for m in MODELS}
+    clock = PartClock()
+    for clf in classifiers.values():
+        clf.prepare = clock.wrap("decode + preprocess", clf.prepare)  # _load calls self.prepare
+        for engine in {clf.engine, get_engine(clf.model_dir / "model.onnx", threads=1)}:
+            engine.run = clock.wrap("network", engine.run)  # lanes run one-thread engines
     files = sorted(folder.glob("*.jpg"))
     for clf in classifiers.values():
         list(clf.classify(files[:8], batch_size=8))  # warm-up: session creation
+    clock.take()
     rates: dict[str, list[float]] = {m: [] for m in MODELS}
     cpu_ms: dict[str, list[float]] = {m: [] for m in MODELS}
+    parts: dict[str, dict[str, list[float]]] = {m: {} for m in MODELS}
     for r in range(repeats):
         for name in MODELS if r % 2 == 0 else MODELS[::-1]:
             started, cpu = time.perf_counter(), cpu_seconds()
             n = sum(1 for p in classifiers[name].classify(folder, top_k=5, batch_size=batch_size) if p.ok)
-            rates[name].append(n / (time.perf_counter() - started))
-            cpu_ms[name].append((cpu_seconds() - cpu) / n * 1000)
-    return rates, cpu_ms
+            wall, spent = time.perf_counter() - started, cpu_seconds() - cpu
+            rates[name].append(n / wall)
+            cpu_ms[name].append(spent / n * 1000)
+            split = {part: seconds / n * 1000 for part, seconds in clock.take().items()}
+            split["rest"] = cpu_ms[name][-1] - sum(split.values())
+            split["cores used"] = spent / wall
+            for part, value in split.items():
+                parts[name].setdefault(part, []).append(value)
+    return rates, cpu_ms, parts
 
 
 def ort_only(batch_size: int, repeats: int, n_images: int = 256) -> dict[str, list[float]]:
@@ -178,7 +233,7 @@ def main() -> None:
 
     folder = make_jpeg_folder(args.count)
     print(f"folder: {folder} ({args.count} JPEGs, long side 300-2000 px); threads={default_threads()}")
-    a, a_cpu = embedded(folder, args.batch_size, args.workers, args.repeats, args.decode)
+    a, a_cpu, a_parts = embedded(folder, args.batch_size, args.workers, args.repeats, args.decode)
     c = ort_only(args.batch_size, args.repeats)
     summary: dict[str, float] = {}
     for name in MODELS:
@@ -191,6 +246,13 @@ def main() -> None:
             f"  (c) ORT only (tensors)  : {c_med:7.1f} img/s  (runs: {', '.join(f'{r:.1f}' for r in c[name])})"
         )
         print(f"  (a) CPU per image       : {statistics.median(a_cpu[name]):7.2f} ms (all threads)")
+        split = {part: statistics.median(values) for part, values in a_parts[name].items()}
+        print(
+            "  (a) in the same runs    : "
+            + ", ".join(f"{part} {value:.2f} ms" for part, value in split.items() if part != "cores used")
+            + f"; {split['cores used']:.2f} of {default_threads()} cores busy"
+        )
+        summary.update({f"{name}.part_ms.{part}": value for part, value in split.items()})
         print(f"  a/c = {a_med / c_med:.2f}  (target >= 0.8)")
         summary.update(
             {f"{name}.embedded": a_med, f"{name}.ort_only": c_med, f"{name}.a_over_c": a_med / c_med}
@@ -204,6 +266,17 @@ def main() -> None:
         f"model only {model_only:.2f}x"
     )
     summary.update(int8_over_fp32_e2e=e2e, int8_over_fp32_e2e_cpu=by_cpu, int8_over_fp32_model=model_only)
+    part = {m: {k: statistics.median(v) for k, v in a_parts[m].items()} for m in MODELS}
+    if part[fp32].get("network") and part[int8].get("network"):
+        # What int8 could reach end to end on this CPU, by CPU per image, from the parts of these runs.
+        decode_ms = (part[fp32]["decode + preprocess"] + part[int8]["decode + preprocess"]) / 2
+        net32, net8 = part[fp32]["network"], part[int8]["network"]
+        no_rest = (decode_ms + net32) / (decode_ms + net8)
+        print(
+            f"int8 / fp32 bound by CPU per image: the networks alone {net32 / net8:.2f}x (decoding and "
+            f"the rest free); decoding as measured, the rest free {no_rest:.2f}x"
+        )
+        summary.update(int8_over_fp32_bound_network=net32 / net8, int8_over_fp32_bound_no_rest=no_rest)
     if not args.skip_torch:
         b = torch_loop(folder, args.torch_images)
         print(f"(b) PyTorch eager loop  : {b:7.1f} img/s  ({args.torch_images} images, batch 32)")
