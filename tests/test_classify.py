@@ -241,3 +241,36 @@ def test_lanes_for_streams_and_all_threads_for_one_batch(lite0: Classifier, exam
     assert [p.class_ids for p in lanes] == [p.class_ids for p in pipelined]
     for a, b in zip(lanes, pipelined):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)  # one-thread vs two-thread kernels
+
+
+def test_lanes_load_each_batch_into_one_reused_buffer_without_changing_a_score(
+    lite0: Classifier, examples_dir: Path, tmp_path: Path
+) -> None:
+    """A lane writes its batch into rows of a buffer it reuses from batch to batch, and the engine
+    reads those rows in place. Every photo must still get exactly the scores it gets classified on
+    its own, also after a bad file leaves a gap in the rows and when a later, shorter batch reuses
+    the buffer."""
+    photos = sorted(p for p in examples_dir.iterdir() if p.suffix in {".jpg", ".png"})
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    inputs = [*photos, bad, *photos[::-1], photos[0]]
+    alone = {p: lite0.classify_batch([p.read_bytes()], top_k=3)[0] for p in photos}
+    lanes = Classifier(lite0.model_dir, lite0.spec, threads=2)
+    for batch_size in (2, 3, 16):
+        rows = list(lanes.classify(inputs, top_k=3, batch_size=batch_size))
+        assert [r.path for r in rows] == [str(p) for p in inputs]
+        for path, row in zip(inputs, rows):
+            if path == bad:
+                assert row.error and not row.labels
+            else:
+                assert (row.class_ids, row.scores) == (alone[path].class_ids, alone[path].scores), path
+
+
+def test_prepare_writes_into_a_given_row(lite0: Classifier, examples_dir: Path) -> None:
+    batch = np.zeros((2, 3, 224, 224), dtype=np.float32)
+    prepared = lite0.prepare(examples_dir / "coffee.jpg", out=batch[1])
+    assert np.shares_memory(prepared.pixels, batch) and batch[0].max() == 0
+    np.testing.assert_array_equal(batch[1], lite0.prepare(examples_dir / "coffee.jpg").pixels)
+    again = lite0.prepare(prepared, out=batch[0])  # a prepared image is copied into the row
+    np.testing.assert_array_equal(batch[0], batch[1])
+    assert np.shares_memory(again.pixels, batch[0])

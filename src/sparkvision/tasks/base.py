@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 16
 
 _REBUILD_LOCK = threading.Lock()
+#: Per lane thread, by input size: the batch buffer :meth:`ImageTask._load_chunk` loads into. A lane
+#: thread belongs to one ``classify`` call's pool and handles one batch at a time; it goes (and its
+#: buffer with it) when the call ends.
+_LANE_BUFFERS = threading.local()
 R = TypeVar("R")
 DecodeMode = Literal["fast", "exact"]
 #: ``"fast"`` (default): plain JPEGs decoded by libjpeg-turbo straight into an array
@@ -186,11 +190,15 @@ class ImageTask:
         return f"{type(self).__name__}({self.spec.name!r}, model_dir={str(self.model_dir)!r})"
 
     # -- one image --------------------------------------------------------------------------------
-    def prepare(self, source: Any, *, max_pixels: int | None = None) -> PreparedImage:
+    def prepare(
+        self, source: Any, *, max_pixels: int | None = None, out: np.ndarray | None = None
+    ) -> PreparedImage:
         """Decode and preprocess one image (a path, bytes, a Pillow image, an H×W×3 array, a decoded
         image) for this model; run the result later, alone or batched.
 
-        ``max_pixels`` overrides the task's decompression-bomb limit. Raises
+        ``max_pixels`` overrides the task's decompression-bomb limit. ``out``: a float32
+        ``3 × S × S`` array (a row of a batch being filled) to write the tensor into, instead of a
+        new one; the result's ``pixels`` is then ``out``. Raises
         :class:`~sparkvision.errors.ImageDecodeError` for an image that cannot be read — also when a
         decoder fails in an unforeseen way, so that one image never takes its batch down.
         """
@@ -201,7 +209,10 @@ class ImageTask:
                 raise ConfigError(
                     f"this image was prepared for another model's preprocessing, not {self.spec.name!r}'s"
                 )
-            return source
+            if out is None:
+                return source
+            np.copyto(out, source.pixels)
+            return PreparedImage(out, source.width, source.height, spec)
         try:
             if isinstance(source, (DecodedImage, DecodedPixels)):
                 decoded = source
@@ -212,7 +223,8 @@ class ImageTask:
                 else:  # plain JPEGs straight into an array (images.decode_pixels)
                     decoded = decode_pixels(source, max_pixels=limit, min_short_side=draft_short_side(spec))
             image = decoded.pixels if isinstance(decoded, DecodedPixels) else decoded.image
-            pixels = preprocess(image, spec, fast=not exact and crop_window_resize(decoded, spec))
+            fast = not exact and crop_window_resize(decoded, spec)
+            pixels = preprocess(image, spec, out, fast=fast)
         except SparkvisionError:
             raise
         except Exception as exc:  # a decoder bug
@@ -221,15 +233,27 @@ class ImageTask:
             ) from exc
         return PreparedImage(pixels, decoded.width, decoded.height, spec)
 
-    def _load(self, source: Any) -> Loaded:
+    def _load(self, source: Any, out: np.ndarray | None = None) -> Loaded:
         """``prepare`` that never raises for a bad image: the reason goes on the row instead."""
         if source is None:
             return Loaded(None, error="no image data (null input)")
         try:
-            prepared = self.prepare(source)
+            prepared = self.prepare(source, out=out)
         except SparkvisionError as exc:  # prepare() turns a decoder bug into ImageDecodeError too
             return Loaded(None, error=str(exc))
         return Loaded(prepared.pixels, prepared.width, prepared.height)
+
+    def _load_chunk(self, sources: list[Any]) -> list[Loaded]:
+        """A lane's batch, written into consecutive rows of a buffer that the lane's thread reuses
+        from one batch to the next, so that the engine reads the rows in place
+        (:func:`~sparkvision.scheduling.stack_pixels`) and no batch pays for fresh pages. Safe
+        because a lane's ``infer`` is done with a batch's pixels before its thread loads the next."""
+        size = self.spec.preprocess.size
+        buffers = _LANE_BUFFERS.__dict__
+        rows = buffers.get(size)
+        if rows is None or len(rows) < len(sources):
+            rows = buffers[size] = np.empty((len(sources), 3, size, size), dtype=np.float32)
+        return [self._load(source, rows[i]) for i, source in enumerate(sources)]
 
     # -- batches ----------------------------------------------------------------------------------
     def _run(self, batch: Any, outputs: list[str], *, lane: bool = False) -> list[np.ndarray]:
@@ -271,7 +295,13 @@ class ImageTask:
         lanes = lane_count(inputs, size, self.threads, self.decode_workers)
         sources = enumerate(iter_sources(inputs, recursive=recursive))
         for results in run_batches(
-            sources, size=size, lanes=lanes, decode_workers=self.decode_workers, load=self._load, infer=infer
+            sources,
+            size=size,
+            lanes=lanes,
+            decode_workers=self.decode_workers,
+            load=self._load,
+            infer=infer,
+            load_chunk=self._load_chunk,
         ):
             yield from results
             if progress is not None:

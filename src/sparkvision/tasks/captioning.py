@@ -25,13 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConfigError, ModelFormatError
 from ..extras import require
 from ..generation import GeneratedSequence, GenerationConfig, Seq2SeqRunner, decode_tokens, generate
 from ..models.spec import ModelSpec
-from ..scheduling import Chunk
+from ..scheduling import Chunk, stack_pixels
 from ..sources import InMemorySources
 from .base import ImageTask
 from .registry import register_task
@@ -189,7 +187,7 @@ class Captioner(ImageTask):
         good = [(index, loaded) for index, _, loaded in chunk if loaded.pixels is not None]
         generated: dict[int, list[GeneratedSequence]] = {}
         if good:
-            pixels = np.stack([loaded.pixels for _, loaded in good])  # type: ignore[misc]
+            pixels = stack_pixels([loaded.pixels for _, loaded in good])  # type: ignore[misc]
             seeds = [index for index, _ in good]  # sampling: one stream per input, whatever the batch
             for (index, _), group in zip(
                 good, generate(runner, pixels, config, use_cache=use_cache, seeds=seeds)

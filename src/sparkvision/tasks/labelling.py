@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..options import check_threshold, resolve_top_k
 from ..results import Prediction
-from ..scheduling import Chunk
+from ..scheduling import Chunk, stack_pixels
 from ..scoring import rank
 from ..sources import InMemorySources
 from .base import ImageTask
@@ -123,7 +123,7 @@ def _predictions(
     good = [i for i, (_, _, loaded) in enumerate(chunk) if loaded.pixels is not None]
     ranked: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
     if good:
-        scores, features = score(np.stack([chunk[i][2].pixels for i in good]))
+        scores, features = score(stack_pixels([chunk[i][2].pixels for i in good]))
         for row, (i, (ids, values)) in enumerate(zip(good, rank(scores, k, threshold))):
             ranked[i] = (ids, values, None if features is None else features[row])
     results = []

@@ -36,7 +36,7 @@ from ..extras import require
 from ..models.spec import ModelSpec
 from ..options import parse_candidate_labels
 from ..results import Prediction
-from ..scheduling import Chunk
+from ..scheduling import Chunk, stack_pixels
 from ..scoring import softmax
 from .labelling import Head, LabelTask
 from .registry import register_task
@@ -225,7 +225,7 @@ class ZeroShotClassifier(LabelTask):
             good = [i for i, (_, _, loaded) in enumerate(chunk) if loaded.pixels is not None]
             features = {}
             if good:
-                batch = np.stack([chunk[i][2].pixels for i in good])
+                batch = stack_pixels([chunk[i][2].pixels for i in good])
                 features = dict(zip(good, self._run(batch, ["embeddings"], lane=lane)[0]))
             return [
                 Prediction(path=path, error=loaded.error, index=index)
