@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 16
 
 _REBUILD_LOCK = threading.Lock()
-#: Per lane thread, by input size: the batch buffer :meth:`ImageTask._load_chunk` loads into. A lane
+#: Per lane thread, by input size: the batch buffer :meth:`ImageTask._lane_rows` gives the lane. A lane
 #: thread belongs to one ``classify`` call's pool and handles one batch at a time; it goes (and its
 #: buffer with it) when the call ends.
 _LANE_BUFFERS = threading.local()
@@ -243,17 +243,17 @@ class ImageTask:
             return Loaded(None, error=str(exc))
         return Loaded(prepared.pixels, prepared.width, prepared.height)
 
-    def _load_chunk(self, sources: list[Any]) -> list[Loaded]:
-        """A lane's batch, written into consecutive rows of a buffer that the lane's thread reuses
-        from one batch to the next, so that the engine reads the rows in place
+    def _lane_rows(self, count: int) -> np.ndarray:
+        """The calling lane thread's batch buffer (at least ``count`` rows of this model's input),
+        reused from one batch to the next, so that the engine reads a batch in place
         (:func:`~sparkvision.scheduling.stack_pixels`) and no batch pays for fresh pages. Safe
         because a lane's ``infer`` is done with a batch's pixels before its thread loads the next."""
         size = self.spec.preprocess.size
         buffers = _LANE_BUFFERS.__dict__
         rows = buffers.get(size)
-        if rows is None or len(rows) < len(sources):
-            rows = buffers[size] = np.empty((len(sources), 3, size, size), dtype=np.float32)
-        return [self._load(source, rows[i]) for i, source in enumerate(sources)]
+        if rows is None or len(rows) < count:
+            rows = buffers[size] = np.empty((count, 3, size, size), dtype=np.float32)
+        return rows
 
     # -- batches ----------------------------------------------------------------------------------
     def _run(self, batch: Any, outputs: list[str], *, lane: bool = False) -> list[np.ndarray]:
@@ -301,7 +301,7 @@ class ImageTask:
             decode_workers=self.decode_workers,
             load=self._load,
             infer=infer,
-            load_chunk=self._load_chunk,
+            rows=self._lane_rows,
         ):
             yield from results
             if progress is not None:
