@@ -111,40 +111,39 @@ static int is_cpuinfo(const char *path) { return path && strcmp(path, "/proc/cpu
 typedef int (*open_fn)(const char *, int, ...);
 typedef int (*openat_fn)(int, const char *, int, ...);
 
-#define OPEN_WRAPPER(NAME)                                                    \
-    int NAME(const char *path, int flags, ...) {                              \
-        static open_fn real;                                                  \
-        mode_t mode = 0;                                                      \
-        if (flags & (O_CREAT | O_TMPFILE)) {                                  \
-            va_list ap;                                                       \
-            va_start(ap, flags);                                              \
-            mode = va_arg(ap, mode_t);                                        \
-            va_end(ap);                                                       \
-        }                                                                     \
-        if (is_cpuinfo(path) && !(flags & (O_WRONLY | O_RDWR))) {             \
-            int fd = masked_cpuinfo();                                        \
-            if (fd >= 0) return fd;                                           \
-        }                                                                     \
-        if (!real) real = (open_fn)dlsym(RTLD_NEXT, #NAME);                   \
-        return real(path, flags, mode);                                       \
+/* The mode argument of open/openat, present only when a file may be created. */
+#define MODE_ARG(flags, last)                     \
+    mode_t mode = 0;                              \
+    if ((flags) & (O_CREAT | O_TMPFILE)) {        \
+        va_list ap;                               \
+        va_start(ap, last);                       \
+        mode = va_arg(ap, mode_t);                \
+        va_end(ap);                               \
     }
 
-#define OPENAT_WRAPPER(NAME)                                                  \
-    int NAME(int dirfd, const char *path, int flags, ...) {                   \
-        static openat_fn real;                                                \
-        mode_t mode = 0;                                                      \
-        if (flags & (O_CREAT | O_TMPFILE)) {                                  \
-            va_list ap;                                                       \
-            va_start(ap, flags);                                              \
-            mode = va_arg(ap, mode_t);                                        \
-            va_end(ap);                                                       \
-        }                                                                     \
-        if (is_cpuinfo(path) && !(flags & (O_WRONLY | O_RDWR))) {             \
-            int fd = masked_cpuinfo();                                        \
-            if (fd >= 0) return fd;                                           \
-        }                                                                     \
-        if (!real) real = (openat_fn)dlsym(RTLD_NEXT, #NAME);                 \
-        return real(dirfd, path, flags, mode);                                \
+/* A masked /proc/cpuinfo for a read-only open of it, else -1 (open the real path). */
+static int cpuinfo_instead(const char *path, int flags) {
+    return is_cpuinfo(path) && !(flags & (O_WRONLY | O_RDWR)) ? masked_cpuinfo() : -1;
+}
+
+#define OPEN_WRAPPER(NAME)                                      \
+    int NAME(const char *path, int flags, ...) {                \
+        static open_fn real;                                    \
+        MODE_ARG(flags, flags)                                  \
+        int fd = cpuinfo_instead(path, flags);                  \
+        if (fd >= 0) return fd;                                 \
+        if (!real) real = (open_fn)dlsym(RTLD_NEXT, #NAME);     \
+        return real(path, flags, mode);                         \
+    }
+
+#define OPENAT_WRAPPER(NAME)                                    \
+    int NAME(int dirfd, const char *path, int flags, ...) {     \
+        static openat_fn real;                                  \
+        MODE_ARG(flags, flags)                                  \
+        int fd = cpuinfo_instead(path, flags);                  \
+        if (fd >= 0) return fd;                                 \
+        if (!real) real = (openat_fn)dlsym(RTLD_NEXT, #NAME);   \
+        return real(dirfd, path, flags, mode);                  \
     }
 
 OPEN_WRAPPER(open)

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from model_outputs import mean_kl, probabilities
 from real_photos import LABELLED, photo_set
 from sparkvision import Classifier
 from sparkvision.cli import cli
@@ -245,7 +246,6 @@ def test_mse_ranges_bring_int8_closer_to_fp32_than_the_extremes(lite0: Classifie
     range and channel means; and the int8 model built from them follows fp32 more closely on the
     other test photos (measured: KL divergence 0.6× that of the extremes)."""
     from real_photos import EXAMPLES, variations
-    from sparkvision.engine import get_engine
 
     calibration = [
         v
@@ -283,17 +283,11 @@ def test_mse_ranges_bring_int8_closer_to_fp32_than_the_extremes(lite0: Classifie
     ]
     batch = np.stack([lite0.prepare(np.asarray(image)).pixels for image in others[::3]])
 
-    def probabilities(model_file: Path) -> np.ndarray:
-        logits = get_engine(model_file).run(batch, ["logits"])[0].astype(np.float64)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    fp32 = probabilities(lite0.model_dir / "model.onnx")
+    fp32 = probabilities(lite0.model_dir / "model.onnx", batch)
     kl = {}
     for method, r in ranges.items():
         quantize_model_dir(lite0.model_dir, r, tmp_path / method, name=method, reduce_range=False)
-        q = probabilities(tmp_path / method / "model.onnx")
-        kl[method] = float(np.mean(np.sum(fp32 * (np.log(fp32) - np.log(q)), axis=1)))
+        kl[method] = mean_kl(fp32, probabilities(tmp_path / method / "model.onnx", batch))
     assert kl["mse"] < 0.8 * kl["average"], kl
 
 

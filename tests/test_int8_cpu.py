@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_outputs import mean_kl, probabilities
 from sparkvision import Classifier
 from sparkvision.models import quantize as quantize_module
 from sparkvision.models.catalogue import resolve_model
@@ -112,24 +113,17 @@ def test_pairs_weights_follow_fp32_closer_than_7_bit_ones(lite0: Classifier, tmp
     """The point of ``"pairs"``: on real photos its logits stay closer to fp32's than session 6's 7-bit
     dense weights (measured: the KL divergence about a third lower on Lite0, two thirds on Lite2)."""
     from real_photos import photo_set
-    from sparkvision.engine import get_engine
 
     batch = np.stack([lite0.prepare(np.asarray(image)).pixels for _, image in photo_set()[::3]])
 
-    def probabilities(model_file: Path) -> np.ndarray:
-        logits = get_engine(model_file).run(batch, ["logits"])[0].astype(np.float64)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    fp32 = probabilities(lite0.model_dir / "model.onnx")
+    fp32 = probabilities(lite0.model_dir / "model.onnx", batch)
     kl = {}
     for weights in ("pairs", "dense"):
         quantize_model_dir(
             lite0.model_dir, shipped_ranges("efficientnet_lite0"), tmp_path / weights, name=weights,
             reduce_range=weights,
         )  # fmt: skip
-        q = probabilities(tmp_path / weights / "model.onnx")
-        kl[weights] = float(np.mean(np.sum(fp32 * (np.log(fp32) - np.log(q)), axis=1)))
+        kl[weights] = mean_kl(fp32, probabilities(tmp_path / weights / "model.onnx", batch))
     assert kl["pairs"] < 0.85 * kl["dense"], kl
 
 
