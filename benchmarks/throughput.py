@@ -1,6 +1,6 @@
 """End-to-end throughput of the embedded path, fp32 and int8, against the PyTorch loop a user would write.
 
-Measures, on the same folder of real-size JPEGs (long side 300–2000 px) in one run:
+Measures, on the same folder of real-size JPEGs (long side 300–2000 px, or --min-side/--max-side) in one run:
 
   (a) sparkvision's embedded path: ``Classifier.classify(folder)`` — decode, preprocess, ONNX Runtime,
       top-5 — images/s, for ``efficientnet_lite0`` (fp32) and ``efficientnet_lite0_int8``, in
@@ -216,6 +216,13 @@ def peak_rss_mb(folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="images in the folder")
+    parser.add_argument("--min-side", type=int, default=300, help="shortest long side of the made JPEGs")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=2000,
+        help="longest long side (--min-side 400 --max-side 640: ImageNet-sized)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
@@ -231,8 +238,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    folder = make_jpeg_folder(args.count)
-    print(f"folder: {folder} ({args.count} JPEGs, long side 300-2000 px); threads={default_threads()}")
+    folder = make_jpeg_folder(args.count, min_side=args.min_side, max_side=args.max_side)
+    print(
+        f"folder: {folder} ({args.count} JPEGs, long side {args.min_side}-{args.max_side} px); "
+        f"threads={default_threads()}"
+    )
     a, a_cpu, a_parts = embedded(folder, args.batch_size, args.workers, args.repeats, args.decode)
     c = ort_only(args.batch_size, args.repeats)
     summary: dict[str, float] = {}
